@@ -1,0 +1,212 @@
+/*
+ * stratum_sys: a tiny Node-API addon exposing the few Linux syscalls that Node's fs module lacks and stratum
+ * needs: flock(2), syncfs(2), fs-verity enable/measure (FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY) and
+ * linkat(2) of an O_TMPFILE descriptor via /proc/self/fd. Every call is synchronous. Failures throw an Error
+ * shaped like Node's own system errors: code "EEXIST", errno -17, syscall "linkat", and a message such as
+ * "EEXIST: file exists, linkat". Wrong argument types throw TypeError; out-of-range numbers RangeError.
+ * Typed wrapper: src/sys/native.ts. Build: node-gyp rebuild (run by `npm ci`).
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fsverity.h>
+#include <math.h>
+#include <node_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define MAX_DIGEST 64
+
+/* Throws a Node-style system error for errno value `err` from `syscall`; returns NULL for the caller. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  const char *name = strerrorname_np(err);
+  char msg[256], desc[128];
+  snprintf(desc, sizeof desc, "%s", strerror(err));
+  desc[0] = (char)tolower((unsigned char)desc[0]);
+  snprintf(msg, sizeof msg, "%s: %s, %s", name ? name : "UNKNOWN", desc, syscall);
+  napi_value code, message, error, errno_value, syscall_value;
+  napi_create_string_utf8(env, name ? name : "UNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, -err, &errno_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/* Reads `count` arguments (missing ones are undefined). Returns 0 on success. */
+static int get_args(napi_env env, napi_callback_info info, size_t count, napi_value *argv) {
+  size_t argc = count;
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok ? 0 : -1;
+}
+
+/* Reads an integer argument in [min, max]; throws TypeError/RangeError and returns -1 on misuse. */
+static int get_int(napi_env env, napi_value value, const char *what, double min, double max, int *out) {
+  napi_valuetype type;
+  double d;
+  char msg[128];
+  napi_typeof(env, value, &type);
+  if (type != napi_number) {
+    snprintf(msg, sizeof msg, "The \"%s\" argument must be of type number", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return -1;
+  }
+  napi_get_value_double(env, value, &d);
+  if (!isfinite(d) || d != floor(d) || d < min || d > max) {
+    snprintf(msg, sizeof msg, "The \"%s\" argument must be an integer >= %.0f and <= %.0f", what, min, max);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    return -1;
+  }
+  *out = (int)d;
+  return 0;
+}
+
+static int get_fd(napi_env env, napi_value value, int *fd) {
+  return get_int(env, value, "fd", 0, 2147483647.0, fd);
+}
+
+/* Returns a malloc'd UTF-8 copy of a string argument (caller frees), or NULL after throwing. */
+static char *get_string(napi_env env, napi_value value, const char *what) {
+  napi_valuetype type;
+  size_t len;
+  char msg[128];
+  napi_typeof(env, value, &type);
+  if (type != napi_string) {
+    snprintf(msg, sizeof msg, "The \"%s\" argument must be of type string", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, value, NULL, 0, &len);
+  char *s = malloc(len + 1);
+  if (s == NULL) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, value, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    snprintf(msg, sizeof msg, "The \"%s\" argument must not contain null bytes", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return NULL;
+  }
+  return s;
+}
+
+/* flock(fd, "sh" | "ex" | "un", nonblock): true when taken; false when nonblock and already held elsewhere. */
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  int fd, op;
+  bool nonblock;
+  char mode[4] = "";
+  size_t len = 0;
+  napi_valuetype type;
+  if (get_args(env, info, 3, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  napi_typeof(env, argv[1], &type);
+  if (type == napi_string) napi_get_value_string_utf8(env, argv[1], mode, sizeof mode, &len);
+  if (strcmp(mode, "sh") == 0 && len == 2) op = LOCK_SH;
+  else if (strcmp(mode, "ex") == 0 && len == 2) op = LOCK_EX;
+  else if (strcmp(mode, "un") == 0 && len == 2) op = LOCK_UN;
+  else {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "The \"op\" argument must be \"sh\", \"ex\" or \"un\"");
+    return NULL;
+  }
+  napi_typeof(env, argv[2], &type);
+  if (type != napi_boolean) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"nonblock\" argument must be of type boolean");
+    return NULL;
+  }
+  napi_get_value_bool(env, argv[2], &nonblock);
+  int rc;
+  do rc = flock(fd, op | (nonblock ? LOCK_NB : 0));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0 && nonblock && errno == EWOULDBLOCK) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  if (rc < 0) return throw_errno(env, errno, "flock");
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* syncfs(fd): flush the whole filesystem containing fd. */
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  if (syncfs(fd) < 0) return throw_errno(env, errno, "syncfs");
+  return NULL;
+}
+
+/* fsverityEnable(fd, 1 (sha256) | 2 (sha512)): 4096-byte blocks, no salt, no signature. */
+static napi_value js_fsverity_enable(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd, alg;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  if (get_int(env, argv[1], "hashAlgorithm", FS_VERITY_HASH_ALG_SHA256, FS_VERITY_HASH_ALG_SHA512, &alg))
+    return NULL;
+  struct fsverity_enable_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.version = 1;
+  arg.hash_algorithm = (__u32)alg;
+  arg.block_size = 4096;
+  int rc;
+  do rc = ioctl(fd, FS_IOC_ENABLE_VERITY, &arg);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) return throw_errno(env, errno, "fsverity_enable");
+  return NULL;
+}
+
+/* fsverityMeasure(fd) -> { algorithm, digest: Buffer }. */
+static napi_value js_fsverity_measure(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result, algorithm, digest;
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  union {
+    struct fsverity_digest d;
+    unsigned char space[sizeof(struct fsverity_digest) + MAX_DIGEST];
+  } buf;
+  memset(&buf, 0, sizeof buf);
+  buf.d.digest_size = MAX_DIGEST;
+  if (ioctl(fd, FS_IOC_MEASURE_VERITY, &buf.d) < 0) return throw_errno(env, errno, "fsverity_measure");
+  napi_create_object(env, &result);
+  napi_create_uint32(env, buf.d.digest_algorithm, &algorithm);
+  napi_create_buffer_copy(env, buf.d.digest_size, buf.d.digest, NULL, &digest);
+  napi_set_named_property(env, result, "algorithm", algorithm);
+  napi_set_named_property(env, result, "digest", digest);
+  return result;
+}
+
+/* linkFd(fd, newPath): give an (O_TMPFILE) fd a name; never replaces an existing file (EEXIST). */
+static napi_value js_link_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  char proc[64];
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  char *path = get_string(env, argv[1], "newPath");
+  if (path == NULL) return NULL;
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  int rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+  int err = errno;
+  free(path);
+  if (rc < 0) return throw_errno(env, err, "linkat");
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fsverityEnable", NULL, js_fsverity_enable, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fsverityMeasure", NULL, js_fsverity_measure, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linkFd", NULL, js_link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}

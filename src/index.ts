@@ -1,0 +1,30 @@
+// The stratum library API. The CLI (src/cli) is a thin layer over these exports.
+
+export { StratumError, type ErrorCode } from "./errors.ts";
+export { FsVerityHasher, fsverityDigest } from "./format/fsverity.ts";
+export { SHA256, SHA512, parseAlgorithm, type Algorithm, type ObjectId } from "./format/object-id.ts";
+export {
+  ContentType,
+  SplitStreamWriter,
+  ChunkDecoder,
+  parseHeader as parseSplitStreamHeader,
+  type SplitStreamHeader,
+} from "./format/splitstream.ts";
+export { TarSplitter, TarFormatError, type TarEntry, type TarEvent } from "./format/tar.ts";
+export {
+  Repository,
+  defaultRepoPath,
+  type InitOptions,
+  type OpenOptions,
+  type RefEntry,
+} from "./repo/repository.ts";
+export { ObjectStore, ObjectWriter, type VerityMode, type StoredObject } from "./repo/objects.ts";
+export { StreamReader, StreamWriter } from "./repo/streams.ts";
+export { gc, reachableObjects, type GcOptions, type GcResult } from "./repo/gc.ts";
+export { fsck, type FsckReport, type FsckProblem } from "./repo/fsck.ts";
+export {
+  ingestLayer,
+  layerStreamName,
+  detectCompression,
+  type LayerIngestResult,
+} from "./oci/layer-ingest.ts";

@@ -1,0 +1,175 @@
+// Layer ingest: one pass from a (possibly compressed) tar byte stream to a layer splitstream in the repository
+// (reference: composefs-repository.md §2.3 and §3). Compression is detected from the magic bytes (gzip, zstd,
+// or plain tar); the diff_id (sha256 of the uncompressed tar) is computed in the same pass and checked when an
+// expected value is given. Regular-file payloads over 64 bytes become objects as they stream by; everything else
+// is stored inline, so reassembling the stream reproduces the tar byte for byte. The stream is named
+// `oci-layer-sha256:<diff_id>`; a layer already present is not stored again.
+
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
+import { StratumError } from "../errors.ts";
+import type { ObjectId } from "../format/object-id.ts";
+import { ContentType } from "../format/splitstream.ts";
+import { TarFormatError, TarSplitter, type TarEvent } from "../format/tar.ts";
+import { ZstdDecoder } from "../format/zstd.ts";
+import type { ObjectWriter } from "../repo/objects.ts";
+import type { Repository } from "../repo/repository.ts";
+
+export type Compression = "gzip" | "zstd" | "none";
+
+export interface LayerIngestOptions {
+  /** Expected sha256 of the uncompressed tar ("sha256:<hex>"); a mismatch fails the ingest before naming. */
+  expectedDiffId?: string;
+  /** Names the input in error messages (a file name, a blob digest). */
+  label?: string;
+}
+
+export interface LayerIngestResult {
+  diffId: string;
+  compression: Compression;
+  streamName: string;
+  /** Object ID of the layer splitstream. */
+  streamId: ObjectId;
+  /** False when the layer was already in the repository. */
+  stored: boolean;
+  tarSize: number;
+  entries: number;
+  externalObjects: number;
+  newObjects: number;
+  inlineBytes: number;
+}
+
+export function layerStreamName(diffId: string): string {
+  return `oci-layer-${diffId}`;
+}
+
+export function detectCompression(head: Buffer): Compression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
+  return "none";
+}
+
+/** Decompress an async byte source according to its magic bytes. */
+async function* decompress(
+  source: AsyncIterable<Buffer>,
+  onDetect: (c: Compression) => void,
+): AsyncGenerator<Buffer> {
+  const it = source[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let headLen = 0;
+  let done = false;
+  while (headLen < 4) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head.push(r.value);
+    headLen += r.value.length;
+  }
+  const first = Buffer.concat(head);
+  const compression = detectCompression(first);
+  onDetect(compression);
+  async function* rest(): AsyncGenerator<Buffer> {
+    if (first.length) yield first;
+    if (done) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  if (compression === "none") {
+    yield* rest();
+  } else if (compression === "zstd") {
+    const dec = new ZstdDecoder();
+    for await (const chunk of rest()) for (const out of dec.push(chunk)) yield out;
+    dec.end();
+  } else {
+    const gunzip = Readable.from(rest()).pipe(createGunzip({ chunkSize: 256 << 10 }));
+    for await (const out of gunzip as AsyncIterable<Buffer>) yield out;
+  }
+}
+
+/** Read a tar layer from `source` into the repository as a layer splitstream. */
+export async function ingestLayer(
+  repo: Repository,
+  source: AsyncIterable<Buffer>,
+  opts: LayerIngestOptions = {},
+): Promise<LayerIngestResult> {
+  repo.checkWritable();
+  const label = opts.label ?? "layer";
+  const diff = createHash("sha256");
+  const splitter = new TarSplitter();
+  const stream = repo.createStream(ContentType.ociLayer);
+  let obj: ObjectWriter | null = null;
+  let compression: Compression = "none";
+  const stats = { tarSize: 0, entries: 0, externalObjects: 0, newObjects: 0, inlineBytes: 0 };
+
+  const handle = (events: TarEvent[]): void => {
+    for (const ev of events) {
+      switch (ev.kind) {
+        case "inline":
+          stats.inlineBytes += ev.data.length;
+          stream.writeInline(ev.data);
+          break;
+        case "entry":
+          stats.entries++;
+          break;
+        case "external":
+          obj = repo.objects.createWriter();
+          break;
+        case "data":
+          (obj as ObjectWriter | null)?.write(ev.data);
+          break;
+        case "external-end": {
+          const o = (obj as ObjectWriter | null)?.finish();
+          obj = null;
+          if (!o) throw new Error("tar splitter ended an external payload that never started");
+          stats.externalObjects++;
+          if (o.stored) stats.newObjects++;
+          stream.writeExternal(o.id, o.size);
+          break;
+        }
+      }
+    }
+  };
+
+  try {
+    for await (const chunk of decompress(source, (c) => (compression = c))) {
+      diff.update(chunk);
+      stats.tarSize += chunk.length;
+      handle(splitter.push(chunk));
+    }
+    handle(splitter.end());
+  } catch (err) {
+    (obj as ObjectWriter | null)?.abort();
+    stream.abort();
+    if (err instanceof TarFormatError)
+      throw new StratumError("E_BAD_INPUT", `${label}: not a valid tar archive: ${err.message}`);
+    if (err instanceof StratumError) throw err;
+    throw new StratumError(
+      "E_BAD_INPUT",
+      `${label}: cannot read ${compression} data: ${(err as Error).message}`,
+    );
+  }
+
+  const diffId = `sha256:${diff.digest("hex")}`;
+  if (opts.expectedDiffId && opts.expectedDiffId !== diffId) {
+    stream.abort();
+    throw new StratumError(
+      "E_BAD_INPUT",
+      `${label}: diff_id mismatch: the uncompressed tar is ${diffId}, expected ${opts.expectedDiffId}`,
+    );
+  }
+  const streamName = layerStreamName(diffId);
+  const existing = repo.hasStream(streamName) ? repo.streamId(streamName) : undefined;
+  if (existing) {
+    stream.abort();
+    return { diffId, compression, streamName, streamId: existing, stored: false, ...stats };
+  }
+  const written = stream.finish();
+  repo.publishStream(streamName, written.id);
+  return { diffId, compression, streamName, streamId: written.id, stored: true, ...stats };
+}

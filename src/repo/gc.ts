@@ -1,0 +1,191 @@
+// Garbage collection (reference: composefs-repository.md §6; docs/repository.md "Garbage collection").
+// Roots are every link under streams/refs/** and images/refs/**. From each stream root we mark the stream's
+// object, its object_refs, and its stream_refs (named refs), descending into any that is itself a stream; EROFS
+// images reached by a named ref are kept as leaves. Every unmarked object is deleted, then links left dangling
+// in streams/, images/ and the refs trees are pruned, and temporary files of interrupted writes are removed.
+// gc holds the exclusive repository lock while it deletes, so no writer (which holds the shared lock) can be
+// running; --dry-run keeps the shared lock and deletes nothing.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { StratumError, ioError } from "../errors.ts";
+import { objectIdFromPath, type ObjectId } from "../format/object-id.ts";
+import type { Repository } from "./repository.ts";
+import { StreamReader } from "./streams.ts";
+import { resolveRefLink } from "./symlinks.ts";
+import { namedLinks, objectFiles, refLinks, tempFiles } from "./walk.ts";
+
+export interface GcOptions {
+  dryRun?: boolean;
+  /** Called once if gc has to wait for other processes to close the repository. */
+  onWait?: () => void;
+  /** Image object IDs whose referenced objects are collected by a format-aware reader (EROFS). */
+  imageObjects?: (repo: Repository, imageId: ObjectId) => Iterable<ObjectId>;
+}
+
+export interface GcResult {
+  dryRun: boolean;
+  objectsRemoved: number;
+  bytesRemoved: number;
+  objectsKept: number;
+  streamsPruned: string[];
+  imagesPruned: string[];
+  refsPruned: string[];
+  tempFilesRemoved: string[];
+}
+
+/** Compute the set of object IDs reachable from the roots. Exported for tests. */
+export function reachableObjects(
+  repo: Repository,
+  opts: Pick<GcOptions, "imageObjects"> = {},
+): Set<ObjectId> {
+  const alg = repo.algorithm;
+  const marked = new Set<ObjectId>();
+  const streamByObject = new Map<ObjectId, string>();
+  for (const l of namedLinks(repo.root, "streams")) {
+    const id = l.target?.startsWith("../") ? objectIdFromPath(alg, l.target) : undefined;
+    if (id) streamByObject.set(id, l.name);
+  }
+
+  const visited = new Set<ObjectId>();
+  const walkStream = (id: ObjectId, label: string): void => {
+    if (visited.has(id)) return;
+    visited.add(id);
+    marked.add(id);
+    if (!repo.objects.has(id)) return; // dangling: nothing below it to keep
+    let reader: StreamReader;
+    try {
+      reader = StreamReader.open(repo.objects, id, label);
+    } catch (err) {
+      throw new StratumError(
+        "E_CORRUPT",
+        `gc stopped, nothing was deleted: ${(err as Error).message} (run "stratum fsck")`,
+      );
+    }
+    try {
+      for (const o of reader.objectRefs) marked.add(o);
+      for (const s of reader.streamRefs) {
+        marked.add(s);
+        const name = streamByObject.get(s);
+        if (name !== undefined) walkStream(s, `stream ${name}`);
+      }
+    } finally {
+      reader.close();
+    }
+  };
+
+  for (const ref of refLinks(repo.root, "streams")) {
+    if (!ref.isLink) continue;
+    let target: string;
+    try {
+      target = resolveRefLink(repo.root, ref.rel, ref.rel);
+    } catch (err) {
+      if (err instanceof StratumError && err.code === "E_NOT_FOUND") continue;
+      throw err;
+    }
+    const m = /^streams\/([^/]+)$/.exec(target);
+    if (!m) continue;
+    const id = repo.streamId(m[1]);
+    if (id) walkStream(id, `stream ${m[1]}`);
+  }
+
+  for (const ref of refLinks(repo.root, "images")) {
+    if (!ref.isLink) continue;
+    let target: string;
+    try {
+      target = resolveRefLink(repo.root, ref.rel, ref.rel);
+    } catch (err) {
+      if (err instanceof StratumError && err.code === "E_NOT_FOUND") continue;
+      throw err;
+    }
+    const m = /^images\/([0-9a-f]+)$/.exec(target);
+    if (!m) continue;
+    marked.add(m[1]);
+    if (!opts.imageObjects)
+      throw new StratumError(
+        "E_UNSUPPORTED",
+        `gc stopped, nothing was deleted: ${ref.rel} roots an EROFS image, and this build cannot yet read EROFS images to find the objects they use`,
+      );
+    if (repo.objects.has(m[1])) for (const o of opts.imageObjects(repo, m[1])) marked.add(o);
+  }
+  return marked;
+}
+
+export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResult> {
+  const dryRun = opts.dryRun ?? false;
+  if (!dryRun) {
+    repo.checkWritable();
+    await repo.lock.acquire("ex", { onWait: opts.onWait });
+  }
+  try {
+    const marked = reachableObjects(repo, opts);
+    const result: GcResult = {
+      dryRun,
+      objectsRemoved: 0,
+      bytesRemoved: 0,
+      objectsKept: 0,
+      streamsPruned: [],
+      imagesPruned: [],
+      refsPruned: [],
+      tempFilesRemoved: [],
+    };
+    const remove = (rel: string): void => {
+      if (dryRun) return;
+      try {
+        fs.rmSync(path.join(repo.root, rel), { force: true });
+      } catch (err) {
+        throw ioError(err, `cannot remove ${rel}`);
+      }
+    };
+    const gone = new Set<ObjectId>();
+    for (const f of objectFiles(repo.root, repo.algorithm)) {
+      if (f.id === null) continue; // not ours to judge: fsck reports it
+      if (marked.has(f.id)) {
+        result.objectsKept++;
+        continue;
+      }
+      remove(f.rel);
+      gone.add(f.id);
+      result.objectsRemoved++;
+      result.bytesRemoved += f.size;
+    }
+    // A link is dangling if its object is missing now or is about to go.
+    const live = (target: string | null): boolean => {
+      const id = target?.startsWith("../") ? objectIdFromPath(repo.algorithm, target) : undefined;
+      return id !== undefined && !gone.has(id) && repo.objects.has(id);
+    };
+    for (const kind of ["streams", "images"] as const) {
+      const pruned = kind === "streams" ? result.streamsPruned : result.imagesPruned;
+      const liveNames = new Set<string>();
+      for (const l of namedLinks(repo.root, kind)) {
+        if (l.target === null) continue;
+        if (live(l.target)) liveNames.add(l.name);
+        else {
+          remove(`${kind}/${l.name}`);
+          pruned.push(l.name);
+        }
+      }
+      for (const ref of refLinks(repo.root, kind)) {
+        if (!ref.isLink) continue;
+        let ok = false;
+        try {
+          const t = resolveRefLink(repo.root, ref.rel, ref.rel);
+          ok = t.startsWith(`${kind}/`) && liveNames.has(t.slice(kind.length + 1));
+        } catch (err) {
+          if (!(err instanceof StratumError && err.code === "E_NOT_FOUND")) throw err;
+        }
+        if (!ok) {
+          remove(ref.rel);
+          result.refsPruned.push(ref.rel);
+        }
+      }
+    }
+    for (const t of tempFiles(repo.root)) {
+      remove(t);
+      result.tempFilesRemoved.push(t);
+    }
+    return result;
+  } finally {
+    if (!dryRun) await repo.lock.acquire("sh");
+  }
+}
