@@ -14,7 +14,9 @@ const dir = makeTempDir("stratum-fsverity-");
 after(() => removeDir(dir));
 
 function cliDigest(file: string, alg: Algorithm): string {
-  return execFileSync("fsverity", ["digest", "--compact", `--hash-alg=${alg.hash}`, file]).toString().trim();
+  return execFileSync("fsverity", ["digest", "--compact", `--hash-alg=${alg.hash}`, file])
+    .toString()
+    .trim();
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */

@@ -103,7 +103,8 @@ export async function ingestLayer(
   const diff = createHash("sha256");
   const splitter = new TarSplitter();
   const stream = repo.createStream(ContentType.ociLayer);
-  let obj: ObjectWriter | null = null;
+  // The object being written for the current external payload; a box so the catch below sees closure writes.
+  const current: { obj: ObjectWriter | null } = { obj: null };
   let compression: Compression = "none";
   const stats = { tarSize: 0, entries: 0, externalObjects: 0, newObjects: 0, inlineBytes: 0 };
 
@@ -118,14 +119,14 @@ export async function ingestLayer(
           stats.entries++;
           break;
         case "external":
-          obj = repo.objects.createWriter();
+          current.obj = repo.objects.createWriter();
           break;
         case "data":
-          (obj as ObjectWriter | null)?.write(ev.data);
+          current.obj?.write(ev.data);
           break;
         case "external-end": {
-          const o = (obj as ObjectWriter | null)?.finish();
-          obj = null;
+          const o = current.obj?.finish();
+          current.obj = null;
           if (!o) throw new Error("tar splitter ended an external payload that never started");
           stats.externalObjects++;
           if (o.stored) stats.newObjects++;
@@ -144,7 +145,7 @@ export async function ingestLayer(
     }
     handle(splitter.end());
   } catch (err) {
-    (obj as ObjectWriter | null)?.abort();
+    current.obj?.abort();
     stream.abort();
     if (err instanceof TarFormatError)
       throw new StratumError("E_BAD_INPUT", `${label}: not a valid tar archive: ${err.message}`);

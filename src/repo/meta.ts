@@ -52,7 +52,7 @@ function stringList(v: unknown, what: string, file: string): string[] {
   if (v === undefined) return [];
   if (!Array.isArray(v) || !v.every((x) => typeof x === "string"))
     throw new StratumError("E_REPO_FORMAT", `${file}: "${what}" must be a list of strings`);
-  return v as string[];
+  return v;
 }
 
 /** Parse and validate meta.json. `file` names it in errors. */
