@@ -11,6 +11,7 @@ import { SHA512 } from "../src/format/object-id.ts";
 import { ContentType } from "../src/format/splitstream.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { relativeLinkTarget } from "../src/repo/symlinks.ts";
+import { fsverityMeasure } from "../src/sys/native.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 import { PassThrough } from "node:stream";
 
@@ -196,6 +197,25 @@ describe("repository", () => {
       for (const bad of ["../x", "a/../../x", "/abs", "a//b", "", "."])
         assert.throws(() => repo.setStreamRef(bad, "s"), StratumError, bad);
       assert.throws(() => repo.publishStream("a/b", "00".repeat(32)), /contains "\/"/);
+    } finally {
+      repo.close();
+    }
+  });
+
+  test("where the filesystem has fs-verity, objects carry it and the kernel's digest equals ours", async (t) => {
+    const repo = await freshRepo();
+    try {
+      if (repo.verity === "insecure") {
+        t.skip(`the filesystem of ${tmp} has no fs-verity (kernel without CONFIG_FS_VERITY): insecure mode`);
+        return;
+      }
+      const obj = repo.objects.writeBuffer(Buffer.alloc(10_000, 3));
+      const fd = fs.openSync(repo.objects.path(obj.id), "r");
+      try {
+        assert.equal(fsverityMeasure(fd).digest.toString("hex"), obj.id);
+      } finally {
+        fs.closeSync(fd);
+      }
     } finally {
       repo.close();
     }
