@@ -21,11 +21,47 @@ export function relativeLinkTarget(linkRel: string, targetRel: string): string {
   return [...from.slice(i).map(() => ".."), ...to.slice(i)].join("/");
 }
 
+/**
+ * Create the directories of `dirRel` below `root` one component at a time. A component that is a symlink is
+ * refused (E_UNSAFE_PATH) rather than followed: a planted link such as `streams/refs/x -> /etc` must not make
+ * us create directories or links outside the repository.
+ */
+function mkdirsBeneath(root: string, dirRel: string, what: string): void {
+  let cur = root;
+  const done: string[] = [];
+  for (const c of dirRel.split("/").filter((x) => x !== "" && x !== ".")) {
+    done.push(c);
+    cur = path.join(cur, c);
+    if (c === "..") throw new StratumError("E_UNSAFE_PATH", `${what}: the path climbs out of its directory`);
+    for (;;) {
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(cur);
+      } catch (err) {
+        if (!isErrno(err, "ENOENT")) throw err;
+        try {
+          fs.mkdirSync(cur, { mode: 0o755 });
+          break;
+        } catch (e) {
+          if (isErrno(e, "EEXIST")) continue; // created concurrently: look at what it is
+          throw e;
+        }
+      }
+      if (st.isSymbolicLink())
+        throw new StratumError(
+          "E_UNSAFE_PATH",
+          `${what}: ${done.join("/")} is a symlink (to ${fs.readlinkSync(cur)}); refusing to create anything through it`,
+        );
+      break; // a directory (or something else, which the caller's symlink(2) will then fail on)
+    }
+  }
+}
+
 /** Create or atomically replace the symlink `root/linkRel` → `target`, creating parent directories. */
 export function replaceSymlink(root: string, linkRel: string, target: string): void {
   const dest = path.join(root, linkRel);
   try {
-    fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
+    mkdirsBeneath(root, path.posix.dirname(linkRel), `cannot create link ${linkRel}`);
     try {
       fs.symlinkSync(target, dest);
       return;

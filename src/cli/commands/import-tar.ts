@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import * as fs from "node:fs";
 import { StratumError, ioError } from "../../errors.ts";
 import { ingestLayer } from "../../oci/layer-ingest.ts";
+import { checkRefName } from "../../repo/refnames.ts";
 import { out, withRepo } from "../context.ts";
 
 export function register(program: Command): void {
@@ -16,6 +17,7 @@ export function register(program: Command): void {
     .argument("<name>", "ref name below streams/refs/")
     .option("--json", "print the result as JSON")
     .action(async (file: string, name: string, opts: { json?: boolean }, cmd: Command) => {
+      checkRefName(name); // before reading anything, so a bad name stores nothing
       let input: AsyncIterable<Buffer>;
       if (file === "-") input = process.stdin;
       else {
