@@ -1,7 +1,8 @@
 /*
  * stratum_sys: a tiny Node-API addon exposing the few Linux syscalls that Node's fs module lacks and stratum
  * needs: flock(2), syncfs(2), fs-verity enable/measure (FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY) and
- * linkat(2) of an O_TMPFILE descriptor via /proc/self/fd. Every call is synchronous. Failures throw an Error
+ * linkat(2) of an O_TMPFILE descriptor via /proc/self/fd, and binary-safe no-follow xattr calls (llistxattr,
+ * lgetxattr, lsetxattr) taking paths and names as Buffers. Every call is synchronous. Failures throw an Error
  * shaped like Node's own system errors: code "EEXIST", errno -17, syscall "linkat", and a message such as
  * "EEXIST: file exists, linkat". Wrong argument types throw TypeError; out-of-range numbers RangeError.
  * Typed wrapper: src/sys/native.ts. Build: node-gyp rebuild (run by `npm ci`).
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define MAX_DIGEST 64
@@ -199,6 +201,130 @@ static napi_value js_link_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Returns a malloc'd NUL-terminated copy of a Buffer argument (caller frees), or NULL after throwing. */
+static char *get_bytes(napi_env env, napi_value value, const char *what) {
+  bool is_buffer = false;
+  char msg[128];
+  void *data;
+  size_t len;
+  napi_is_buffer(env, value, &is_buffer);
+  if (!is_buffer) {
+    snprintf(msg, sizeof msg, "The \"%s\" argument must be a Buffer", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return NULL;
+  }
+  napi_get_buffer_info(env, value, &data, &len);
+  if (memchr(data, 0, len) != NULL) {
+    snprintf(msg, sizeof msg, "The \"%s\" argument must not contain null bytes", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  memcpy(s, data, len);
+  s[len] = 0;
+  return s;
+}
+
+/* llistxattr(path: Buffer) -> Buffer of NUL-terminated names (the raw list), without following a symlink. */
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  if (get_args(env, info, 1, argv)) return NULL;
+  char *path = get_bytes(env, argv[0], "path");
+  if (path == NULL) return NULL;
+  for (;;) {
+    ssize_t size = llistxattr(path, NULL, 0);
+    if (size < 0) {
+      int err = errno;
+      free(path);
+      return throw_errno(env, err, "llistxattr");
+    }
+    char *buf = malloc(size > 0 ? (size_t)size : 1);
+    ssize_t got = buf ? llistxattr(path, buf, (size_t)size) : -1;
+    if (got < 0 && buf && errno == ERANGE) { /* grew in between */
+      free(buf);
+      continue;
+    }
+    int err = errno;
+    if (got < 0) {
+      free(buf);
+      free(path);
+      return throw_errno(env, buf ? err : ENOMEM, "llistxattr");
+    }
+    napi_create_buffer_copy(env, (size_t)got, buf, NULL, &result);
+    free(buf);
+    free(path);
+    return result;
+  }
+}
+
+/* lgetxattr(path: Buffer, name: Buffer) -> Buffer, or null when the attribute does not exist (ENODATA). */
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  if (get_args(env, info, 2, argv)) return NULL;
+  char *path = get_bytes(env, argv[0], "path");
+  if (path == NULL) return NULL;
+  char *name = get_bytes(env, argv[1], "name");
+  if (name == NULL) {
+    free(path);
+    return NULL;
+  }
+  for (;;) {
+    ssize_t size = lgetxattr(path, name, NULL, 0);
+    char *buf = size >= 0 ? malloc(size > 0 ? (size_t)size : 1) : NULL;
+    ssize_t got = buf ? lgetxattr(path, name, buf, (size_t)size) : -1;
+    int err = size < 0 ? errno : (buf ? errno : ENOMEM);
+    if (got < 0 && buf && err == ERANGE) {
+      free(buf);
+      continue;
+    }
+    free(path);
+    free(name);
+    if (got < 0) {
+      free(buf);
+      if (err == ENODATA) {
+        napi_get_null(env, &result);
+        return result;
+      }
+      return throw_errno(env, err, "lgetxattr");
+    }
+    napi_create_buffer_copy(env, (size_t)got, buf, NULL, &result);
+    free(buf);
+    return result;
+  }
+}
+
+/* lsetxattr(path: Buffer, name: Buffer, value: Buffer): create or replace, without following a symlink. */
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  bool is_buffer = false;
+  void *value;
+  size_t len;
+  if (get_args(env, info, 3, argv)) return NULL;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (!is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"value\" argument must be a Buffer");
+    return NULL;
+  }
+  char *path = get_bytes(env, argv[0], "path");
+  if (path == NULL) return NULL;
+  char *name = get_bytes(env, argv[1], "name");
+  if (name == NULL) {
+    free(path);
+    return NULL;
+  }
+  napi_get_buffer_info(env, argv[2], &value, &len);
+  int rc = lsetxattr(path, name, value, len, 0);
+  int err = errno;
+  free(path);
+  free(name);
+  if (rc < 0) return throw_errno(env, err, "lsetxattr");
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -206,6 +332,9 @@ NAPI_MODULE_INIT() {
       {"fsverityEnable", NULL, js_fsverity_enable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fsverityMeasure", NULL, js_fsverity_measure, NULL, NULL, NULL, napi_enumerable, NULL},
       {"linkFd", NULL, js_link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -6,7 +6,7 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { test, type TestContext } from "node:test";
+import { describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -20,6 +20,7 @@ import {
   syncfs,
   type SysError,
 } from "../src/sys/native.ts";
+import * as native from "../src/sys/native.ts";
 
 const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const nativeModuleUrl = pathToFileURL(path.join(projectRoot, "src", "sys", "native.ts")).href;
@@ -231,4 +232,47 @@ test("argument misuse throws TypeError or RangeError", (t) => {
   assert.throws(() => syncfs(Number.NaN), RangeError);
   assert.throws(() => loose(fsverityEnable)(fd, 3), RangeError);
   assert.deepEqual(fs.readdirSync(dir), [], "nothing was created by the rejected calls");
+});
+
+describe("xattrs (llistxattr, lgetxattr, lsetxattr)", () => {
+  test("binary-safe names and values, no symlink following, null for a missing attribute", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "stratum-xattr-"));
+    try {
+      const name = Buffer.concat([Buffer.from(dir + "/f-"), Buffer.from([0xff, 0xfe])]);
+      fs.writeFileSync(name, "x");
+      const value = Buffer.from([0xff, 0x00, 0xfe, 0x80, 0xc3]);
+      native.setXattr(name, Buffer.from("user.bin"), value);
+      native.setXattr(name, Buffer.from("user.empty"), Buffer.alloc(0));
+      assert.deepEqual(
+        native
+          .listXattrs(name)
+          .map((n) => n.toString())
+          .sort(),
+        ["user.bin", "user.empty"],
+      );
+      assert.deepEqual(native.getXattr(name, Buffer.from("user.bin")), value);
+      assert.deepEqual(native.getXattr(name, Buffer.from("user.empty")), Buffer.alloc(0));
+      assert.equal(native.getXattr(name, Buffer.from("user.none")), null);
+      // Agrees with getfattr (attr package), through an ASCII-named hard link to the same inode.
+      const ascii = path.join(dir, "ascii");
+      fs.linkSync(name, ascii);
+      const hex = execFileSync(
+        "getfattr",
+        ["--only-values", "-n", "user.bin", "-e", "hex", "--absolute-names", ascii],
+        {
+          encoding: "latin1",
+        },
+      );
+      assert.equal(hex, value.toString("latin1")); // --only-values prints the raw bytes
+      // A symlink's own xattrs are read, not its target's (user.* is not allowed on symlinks: empty list).
+      const link = Buffer.from(path.join(dir, "link"));
+      fs.symlinkSync(name, link);
+      assert.deepEqual(native.listXattrs(link), []);
+      assert.equal(native.getXattr(link, Buffer.from("user.bin")), null);
+      assert.throws(() => native.listXattrs(Buffer.from(path.join(dir, "missing"))), { code: "ENOENT" });
+      assert.throws(() => native.getXattr(Buffer.from("a\0b"), Buffer.from("user.x")), TypeError);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

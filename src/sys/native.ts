@@ -42,6 +42,9 @@ interface Addon {
   fsverityEnable(fd: number, hashAlgorithm: FsverityHashAlgorithm): void;
   fsverityMeasure(fd: number): FsverityMeasurement;
   linkFd(fd: number, newPath: string): void;
+  llistxattr(path: Buffer): Buffer;
+  lgetxattr(path: Buffer, name: Buffer): Buffer | null;
+  lsetxattr(path: Buffer, name: Buffer, value: Buffer): void;
 }
 
 /** The project root: the nearest directory above this file holding package.json (src/sys or dist/src/sys). */
@@ -101,6 +104,32 @@ export function fsverityMeasure(fd: number): FsverityMeasurement {
  */
 export function linkFd(fd: number, newPath: string): void {
   addon().linkFd(fd, newPath);
+}
+
+/**
+ * The extended attribute names of `path` without following a symlink (llistxattr), as raw bytes each.
+ * Paths and names are Buffers so any byte sequence works.
+ */
+export function listXattrs(path: Buffer): Buffer[] {
+  const raw = addon().llistxattr(path);
+  const names: Buffer[] = [];
+  for (let start = 0; start < raw.length;) {
+    const end = raw.indexOf(0, start);
+    const stop = end < 0 ? raw.length : end;
+    if (stop > start) names.push(raw.subarray(start, stop));
+    start = stop + 1;
+  }
+  return names;
+}
+
+/** The value of xattr `name` of `path` without following a symlink (lgetxattr); null when it does not exist. */
+export function getXattr(path: Buffer, name: Buffer): Buffer | null {
+  return addon().lgetxattr(path, name);
+}
+
+/** Create or replace xattr `name` on `path` without following a symlink (lsetxattr). */
+export function setXattr(path: Buffer, name: Buffer, value: Buffer): void {
+  addon().lsetxattr(path, name, value);
 }
 
 /** True when err is a SysError (from this addon or Node's fs) with the given errno code. */
