@@ -62,6 +62,23 @@ export class ObjectStore {
     return w.finish();
   }
 
+  /** Store the rest of an open file as an object, reading it once (the digest is computed while copying). */
+  storeFd(fd: number): StoredObject {
+    const w = this.createWriter();
+    const buf = Buffer.allocUnsafe(COPY_BUFFER);
+    try {
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        w.write(buf.subarray(0, n));
+      }
+    } catch (err) {
+      w.abort();
+      throw ioError(err, "cannot read file to store");
+    }
+    return w.finish();
+  }
+
   /** Read a whole (small) object into memory. */
   read(id: ObjectId): Buffer {
     try {
