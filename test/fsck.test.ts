@@ -10,8 +10,10 @@ import { after, describe, test } from "node:test";
 import { objectRelPath, type ObjectId } from "../src/format/object-id.ts";
 import { ContentType } from "../src/format/splitstream.ts";
 import { fsck, type FsckReport } from "../src/repo/fsck.ts";
+import { commitImage } from "../src/repo/images.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { relativeLinkTarget } from "../src/repo/symlinks.ts";
+import { Directory, FileSystem, Leaf, newStat } from "../src/tree/tree.ts";
 import { stratum } from "./helpers/cli.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 
@@ -57,13 +59,13 @@ interface Fixture {
   small: { id: ObjectId; size: number };
   /** The splitstream object behind streams/s1. */
   stream: { id: ObjectId; size: number };
-  /** A published image (images/<hex>) with a ref under images/refs. */
+  /** A published EROFS image (images/<hex>) with a ref under images/refs; its file uses `small`. */
   published: { id: ObjectId; size: number };
 }
 
 /**
  * A small repository: streams/s1 (inline bytes, two external objects, a named ref to a plain object) tagged
- * `tag/one`, and an image object published under images/ with the ref images/refs/img. Closed on return.
+ * `tag/one`, and a composefs image published under images/ with the ref images/refs/img. Closed on return.
  */
 async function fixture(): Promise<Fixture> {
   const root = path.join(tmp, `r${dirCounter++}`);
@@ -71,7 +73,6 @@ async function fixture(): Promise<Fixture> {
   const repo = await Repository.open(root);
   try {
     const image = repo.objects.writeBuffer(Buffer.alloc(300, "i"));
-    const published = repo.objects.writeBuffer(Buffer.alloc(4100, "p"));
     const w = repo.createStream(ContentType.ociLayer);
     w.writeInline(Buffer.from("header"));
     const big = w.writeExternalBuffer(Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff)));
@@ -81,7 +82,18 @@ async function fixture(): Promise<Fixture> {
     const stream = w.finish();
     repo.publishStream("s1", stream.id);
     repo.setStreamRef("tag/one", "s1");
-    repo.publishImage(published.id);
+    // A real composefs image whose one external file uses the stream's small object.
+    const tree = new FileSystem(new Directory(newStat()));
+    tree.root.entries.set(
+      "f",
+      new Leaf(newStat({ mode: 0o644 }), {
+        type: "reg",
+        size: small.size,
+        digest: small.id,
+        payload: objectRelPath(small.id),
+      }),
+    );
+    const published = commitImage(repo, tree);
     rawLink(root, "images/refs/img", relativeLinkTarget("images/refs/img", `images/${published.id}`));
     return { root, image, big, small, stream, published };
   } finally {
@@ -217,6 +229,9 @@ describe("fsck", () => {
       fs.rmSync(path.join(f.root, objPath(f.small.id)));
       await expectDamage(f.root, {
         "streams/s1": new RegExp(`references object ${f.small.id}, which is missing`),
+        [`images/${f.published.id}`]: new RegExp(
+          `a file in the image uses object ${f.small.id}, which is missing`,
+        ),
       });
     });
 

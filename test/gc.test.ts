@@ -1,6 +1,6 @@
 // Garbage collection: a property test over random reference graphs checked against an independent model of
 // reachability (composefs-repository.md §6), plus tagged/untagged repositories, temporary files, the refusal
-// to collect while images/refs holds a root, and the `stratum gc` command's counts.
+// to collect when an image root is unreadable, image roots keeping their objects, and the `stratum gc` command's counts.
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -13,8 +13,10 @@ import { objectRelPath, type ObjectId } from "../src/format/object-id.ts";
 import { ContentType } from "../src/format/splitstream.ts";
 import { fsck } from "../src/repo/fsck.ts";
 import { gc, type GcResult } from "../src/repo/gc.ts";
+import { commitImage } from "../src/repo/images.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { relativeLinkTarget } from "../src/repo/symlinks.ts";
+import { Directory, FileSystem, Leaf, newStat } from "../src/tree/tree.ts";
 import { stratum } from "./helpers/cli.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 
@@ -622,10 +624,65 @@ describe("gc", () => {
     }
   });
 
-  test("gc refuses (E_UNSUPPORTED, nothing deleted) while images/refs holds a root", async () => {
+  test("an images/refs root keeps its EROFS image and every object the image's files use", async () => {
     const repo = await freshRepo();
     try {
-      const image = repo.objects.writeBuffer(Buffer.alloc(8192, "e")); // stand-in EROFS image
+      // A real composefs image over two external files (one shared with a stream) and an inline one.
+      const inImage = repo.objects.writeBuffer(Buffer.alloc(5000, "i"));
+      const shared = repo.objects.writeBuffer(Buffer.alloc(3000, "s"));
+      const root = new Directory(newStat());
+      for (const [name, obj] of [
+        ["a", inImage],
+        ["b", shared],
+      ] as const)
+        root.entries.set(
+          name,
+          new Leaf(newStat({ mode: 0o644 }), {
+            type: "reg",
+            size: obj.size,
+            digest: obj.id,
+            payload: objectRelPath(obj.id),
+          }),
+        );
+      root.entries.set(
+        "c",
+        new Leaf(newStat({ mode: 0o644 }), { type: "reg", size: 2, inline: Buffer.from("hi") }),
+      );
+      const image = commitImage(repo, new FileSystem(root));
+      repo.setImageRef("my/image", image.id);
+      const garbage = repo.objects.writeBuffer(Buffer.from("garbage nobody references"));
+      const w = repo.createStream(ContentType.none);
+      w.writeExternal(shared.id, shared.size);
+      repo.publishStream("unreferenced", w.finish().id);
+
+      const dry = await gc(repo, { dryRun: true });
+      assert.equal(dry.objectsRemoved, 2); // garbage + the unreferenced stream
+      const res = await gc(repo);
+      assert.deepEqual(objectIdsOnDisk(repo.root), new Set([image.id, inImage.id, shared.id]));
+      assert.equal(res.objectsRemoved, 2);
+      assert.equal(repo.objects.has(garbage.id), false);
+      assert.deepEqual(res.streamsPruned, ["unreferenced"]);
+      assert.equal(
+        fs.readlinkSync(path.join(repo.root, "images", image.id)),
+        `../objects/${objectRelPath(image.id)}`,
+      );
+      assert.equal(fsck(repo).ok, true);
+
+      // Without the ref, the image and its objects go.
+      fs.unlinkSync(path.join(repo.root, "images/refs/my/image"));
+      const after = await gc(repo);
+      assert.equal(after.objectsRemoved, 3);
+      assert.deepEqual(after.imagesPruned, [image.id]);
+      assert.deepEqual(objectIdsOnDisk(repo.root), new Set());
+    } finally {
+      repo.close();
+    }
+  });
+
+  test("gc refuses (E_CORRUPT, nothing deleted) when an images/refs root is not a readable EROFS image", async () => {
+    const repo = await freshRepo();
+    try {
+      const image = repo.objects.writeBuffer(Buffer.alloc(8192, "e")); // not an EROFS image
       repo.publishImage(image.id);
       rawLink(
         repo.root,
@@ -633,16 +690,12 @@ describe("gc", () => {
         relativeLinkTarget("images/refs/my-image", `images/${image.id}`),
       );
       repo.objects.writeBuffer(Buffer.from("garbage nobody references"));
-      const w = repo.createStream(ContentType.none);
-      w.writeExternalBuffer(Buffer.alloc(200, "u"));
-      repo.publishStream("unreferenced", w.finish().id);
       fs.writeFileSync(path.join(repo.root, "objects/.tmp-object-000000000000"), "x");
-
       const before = snapshot(repo.root);
       for (const dryRun of [false, true]) {
         await assert.rejects(gc(repo, { dryRun }), (err: unknown) => {
           assert.ok(err instanceof StratumError);
-          assert.equal(err.code, "E_UNSUPPORTED");
+          assert.equal(err.code, "E_CORRUPT");
           assert.match(err.message, /images\/refs\/my-image/);
           assert.match(err.message, /nothing was deleted/);
           return true;
@@ -650,23 +703,10 @@ describe("gc", () => {
         assert.deepEqual(snapshot(repo.root), before, `gc (dryRun=${dryRun}) changed the repository`);
         assert.equal(repo.lock.held, "sh");
       }
-
-      // With an EROFS reader supplied, the image and the objects it names are kept, the rest collected.
-      const named = repo.objects.writeBuffer(Buffer.from("a file inside the image"));
-      const res = await gc(repo, {
-        imageObjects: (_r, id) => {
-          assert.equal(id, image.id);
-          return [named.id];
-        },
-      });
-      assert.deepEqual(objectIdsOnDisk(repo.root), new Set([image.id, named.id]));
-      assert.equal(res.objectsRemoved, 3);
-      assert.deepEqual(res.streamsPruned, ["unreferenced"]);
-      assert.deepEqual(res.imagesPruned, []);
-      assert.equal(
-        fs.readlinkSync(path.join(repo.root, "images", image.id)),
-        `../objects/${objectRelPath(image.id)}`,
-      );
+      // A caller-supplied reader takes precedence (library hook).
+      const res = await gc(repo, { imageObjects: () => [] });
+      assert.deepEqual(objectIdsOnDisk(repo.root), new Set([image.id]));
+      assert.equal(res.objectsRemoved, 1);
     } finally {
       repo.close();
     }

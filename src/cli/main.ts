@@ -5,10 +5,16 @@ import { Command, CommanderError } from "commander";
 import { readFileSync } from "node:fs";
 import { StratumError } from "../errors.ts";
 import * as cat from "./commands/cat.ts";
+import * as composefsInfo from "./commands/composefs-info.ts";
+import * as createImage from "./commands/create-image.ts";
 import * as fsckCmd from "./commands/fsck.ts";
 import * as gcCmd from "./commands/gc.ts";
 import * as importTar from "./commands/import-tar.ts";
 import * as init from "./commands/init.ts";
+import * as mkcomposefs from "./commands/mkcomposefs.ts";
+
+/** Commands that mirror the C composefs tools exit with status 1 on any error, as those tools do. */
+const C_COMPATIBLE = new Set(["mkcomposefs", "composefs-info"]);
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -25,7 +31,8 @@ export function buildProgram(): Command {
     .option("--require-verity", "fail when the repository's filesystem has no fs-verity")
     .showHelpAfterError()
     .exitOverride();
-  for (const c of [init, importTar, cat, gcCmd, fsckCmd]) c.register(program);
+  for (const c of [init, importTar, cat, createImage, gcCmd, fsckCmd, mkcomposefs, composefsInfo])
+    c.register(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
@@ -35,14 +42,19 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.on("error", (err: NodeJS.ErrnoException) => {
     if (err.code === "EPIPE") process.exit(0);
   });
+  let command = "";
   try {
-    await buildProgram().parseAsync(argv);
+    const program = buildProgram();
+    program.hook("preAction", (_program, action) => {
+      command = action.name();
+    });
+    await program.parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     if (err instanceof StratumError) {
       process.stderr.write(`stratum: error: ${err.message}\n`);
-      return err.exitCode;
+      return C_COMPATIBLE.has(command) && err.code !== "E_USAGE" ? 1 : err.exitCode;
     }
     process.stderr.write(
       `stratum: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,

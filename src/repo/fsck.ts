@@ -1,7 +1,8 @@
 // Repository consistency check (reference: composefs-repository.md §6, §9.2 `fsck`; docs/repository.md "fsck").
 // Reads everything and changes nothing: every object's content must match its name (fs-verity digest, and the
 // kernel's measurement where verity is enforced); every stream link must name an existing object that parses as
-// a splitstream whose chunks decode, whose sizes add up, and whose referenced objects exist; every ref must
+// a splitstream whose chunks decode, whose sizes add up, and whose referenced objects exist; every image must
+// parse as a composefs EROFS image whose files use only existing objects; every ref must
 // resolve, beneath the repository root, to an existing stream or image. Each problem names the item.
 
 import * as fs from "node:fs";
@@ -9,6 +10,7 @@ import * as path from "node:path";
 import { StratumError, ioError } from "../errors.ts";
 import { objectIdFromPath, type ObjectId } from "../format/object-id.ts";
 import { fsverityMeasure } from "../sys/native.ts";
+import { imageObjectIds } from "./images.ts";
 import type { Repository } from "./repository.ts";
 import { StreamReader } from "./streams.ts";
 import { resolveRefLink } from "./symlinks.ts";
@@ -117,7 +119,15 @@ export function fsck(repo: Repository, opts: FsckOptions = {}): FsckReport {
     if (!id || id !== l.name)
       problem(item, `links to "${l.target ?? "(not a symlink)"}", not to objects/ for ${l.name}`);
     else if (!present.has(id)) problem(item, `its object ${id} is missing`);
-    else images.add(l.name);
+    else {
+      images.add(l.name);
+      try {
+        for (const o of imageObjectIds(repo, id))
+          if (!present.has(o)) problem(item, `a file in the image uses object ${o}, which is missing`);
+      } catch (err) {
+        problem(item, `not a valid composefs EROFS image: ${(err as Error).message}`);
+      }
+    }
   }
 
   // Refs: resolve beneath the root to an existing stream or image.

@@ -1,8 +1,10 @@
 // Garbage collection (reference: composefs-repository.md §6; docs/repository.md "Garbage collection").
 // Roots are every link under streams/refs/** and images/refs/**. From each stream root we mark the stream's
 // object, its object_refs, and its stream_refs (named refs), descending into any that is itself a stream; EROFS
-// images reached by a named ref are kept as leaves. Every unmarked object is deleted, then links left dangling
-// in streams/, images/ and the refs trees are pruned, and temporary files of interrupted writes are removed.
+// images reached by a named ref are kept as leaves. From each image root we mark the image and every object its
+// external files point at, read from the EROFS image itself. Every unmarked object is deleted, then links left
+// dangling in streams/, images/ and the refs trees are pruned, and temporary files of interrupted writes are
+// removed.
 // gc holds the exclusive repository lock while it deletes, so no writer (which holds the shared lock) can be
 // running; --dry-run keeps the shared lock and deletes nothing.
 
@@ -10,6 +12,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { StratumError, ioError } from "../errors.ts";
 import { objectIdFromPath, type ObjectId } from "../format/object-id.ts";
+import { imageObjectIds } from "./images.ts";
 import type { Repository } from "./repository.ts";
 import { StreamReader } from "./streams.ts";
 import { resolveRefLink } from "./symlinks.ts";
@@ -19,7 +22,7 @@ export interface GcOptions {
   dryRun?: boolean;
   /** Called once if gc has to wait for other processes to close the repository. */
   onWait?: () => void;
-  /** Image object IDs whose referenced objects are collected by a format-aware reader (EROFS). */
+  /** The objects an image uses (default: read the EROFS image's external file references). */
   imageObjects?: (repo: Repository, imageId: ObjectId) => Iterable<ObjectId>;
 }
 
@@ -101,12 +104,17 @@ export function reachableObjects(
     const m = /^images\/([0-9a-f]+)$/.exec(target);
     if (!m) continue;
     marked.add(m[1]);
-    if (!opts.imageObjects)
+    if (!repo.objects.has(m[1])) continue;
+    let used: Iterable<ObjectId>;
+    try {
+      used = (opts.imageObjects ?? imageObjectIds)(repo, m[1]);
+    } catch (err) {
       throw new StratumError(
-        "E_UNSUPPORTED",
-        `gc stopped, nothing was deleted: ${ref.rel} roots an EROFS image, and this build cannot yet read EROFS images to find the objects they use`,
+        "E_CORRUPT",
+        `gc stopped, nothing was deleted: ${ref.rel}: ${(err as Error).message} (run "stratum fsck")`,
       );
-    if (repo.objects.has(m[1])) for (const o of opts.imageObjects(repo, m[1])) marked.add(o);
+    }
+    for (const o of used) marked.add(o);
   }
   return marked;
 }

@@ -32,12 +32,16 @@ export class ObjectStore {
   private readonly knownDirs = new Set<string>();
   private tmpfileSupported = true;
 
+  /**
+   * `dir` is the object directory: a repository's `objects/`, or any directory with the same `XX/<rest>` fan-out
+   * (mkcomposefs --digest-store).
+   */
   constructor(
-    repoRoot: string,
+    dir: string,
     readonly algorithm: Algorithm,
     readonly verity: VerityMode,
   ) {
-    this.dir = path.join(repoRoot, "objects");
+    this.dir = dir;
   }
 
   path(id: ObjectId): string {

@@ -70,7 +70,7 @@ export class Repository {
     private readonly dirFd: number,
     readonly lock: RepoLock,
   ) {
-    this.objects = new ObjectStore(root, meta.algorithm, verity);
+    this.objects = new ObjectStore(path.join(root, "objects"), meta.algorithm, verity);
     const unknown = unknownReadOnlyFeatures(meta);
     this.readOnlyReason = unknown.length
       ? `unknown read-only-compatible features: ${unknown.join(", ")}`
@@ -300,6 +300,25 @@ export class Repository {
   }
 
   // ---- images -----------------------------------------------------------------------------------------------
+
+  /** Point `images/refs/<ref>` at `images/<id>`. */
+  setImageRef(ref: string, id: ObjectId): void {
+    this.checkWritable();
+    checkRefName(ref);
+    if (!fs.existsSync(path.join(this.root, "images", id)))
+      throw new StratumError("E_NOT_FOUND", `no image ${id} in ${this.root}/images`);
+    const link = `images/refs/${ref}`;
+    replaceSymlink(this.root, link, relativeLinkTarget(link, `images/${id}`));
+  }
+
+  /** The image ID an `images/refs/<ref>` names. */
+  resolveImageRef(ref: string): ObjectId {
+    checkRefName(ref);
+    const rel = resolveRefLink(this.root, `images/refs/${ref}`, `image ref ${ref}`);
+    const m = /^images\/([0-9a-f]+)$/.exec(rel);
+    if (!m) throw new StratumError("E_CORRUPT", `image ref ${ref} resolves to ${rel}, which is not an image`);
+    return m[1];
+  }
 
   /** Name an EROFS image object `images/<hex>` (only such images may ever be mounted). */
   publishImage(id: ObjectId): void {
