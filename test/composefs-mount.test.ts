@@ -124,7 +124,7 @@ function observe(root: string): Map<string, Entry> {
     if (type === "chr" || type === "blk") e.rdev = st.rdev;
     out.set(rel.toString("latin1") || "/", e);
     if (type === "dir")
-      for (const name of fs.readdirSync(abs, { encoding: "buffer" }).sort(Buffer.compare))
+      for (const name of fs.readdirSync(abs, { encoding: "buffer" }).sort((a, b) => Buffer.compare(a, b)))
         walk(Buffer.concat([rel, Buffer.from("/"), name]));
   };
   walk(Buffer.alloc(0));
