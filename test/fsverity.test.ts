@@ -2,11 +2,13 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { hash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { FsVerityHasher, fsverityDigest } from "../src/format/fsverity.ts";
 import { SHA256, SHA512, type Algorithm } from "../src/format/object-id.ts";
+import { PARALLEL_MIN_SIZE, digestFile } from "../src/repo/file-digest.ts";
 import { loadVectors } from "./helpers/conformance.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 
@@ -31,6 +33,10 @@ function pseudoRandom(size: number, seed: number): Buffer {
   }
   for (let i = size - (size % 4); i < size; i++) buf[i] = i & 0xff;
   return buf;
+}
+
+function fsverityLevel0(block: Buffer): Buffer {
+  return hash("sha256", block, "buffer");
 }
 
 function digestInChunks(data: Buffer, alg: Algorithm, chunk: number): string {
@@ -80,6 +86,51 @@ describe("fs-verity digest", () => {
     assert.equal(h256.length, size);
     assert.equal(h256.digestHex(), cliDigest(file, SHA256));
     assert.equal(h512.digestHex(), cliDigest(file, SHA512));
+    // The file digest used by fsck and object reads (two threads for large files) agrees.
+    assert.equal(digestFile(file, SHA256).digest, h256.digestHex());
+    assert.equal(digestFile(file, SHA512).digest, h512.digestHex());
+  });
+
+  test("the two-thread file digest equals the CLI around chunk and block boundaries", () => {
+    const chunk = 8 << 20;
+    for (const size of [
+      PARALLEL_MIN_SIZE,
+      PARALLEL_MIN_SIZE + 1,
+      5 * chunk - 1,
+      5 * chunk + 4096,
+      6 * chunk,
+    ]) {
+      const file = path.join(dir, `par-${size}`);
+      const fd = fs.openSync(file, "w");
+      for (let written = 0, i = 0; written < size; i++) {
+        const part = pseudoRandom(Math.min(chunk, size - written), size + i);
+        fs.writeSync(fd, part);
+        written += part.length;
+      }
+      fs.closeSync(fd);
+      for (const alg of [SHA256, SHA512]) {
+        const got = digestFile(file, alg);
+        assert.equal(got.size, size);
+        assert.equal(got.digest, cliDigest(file, alg), `${size} bytes, ${alg.hash}`);
+      }
+      fs.rmSync(file);
+    }
+  });
+
+  test("updateBlockHashes continues a tree exactly like update()", () => {
+    const data = pseudoRandom(20 * 4096 + 100, 9);
+    const h = new FsVerityHasher();
+    h.update(data.subarray(0, 4096)); // a full block pending
+    const hashes = Buffer.concat(
+      Array.from({ length: 10 }, (_, i) => fsverityLevel0(data.subarray((i + 1) * 4096, (i + 2) * 4096))),
+    );
+    h.updateBlockHashes(hashes);
+    h.update(data.subarray(11 * 4096));
+    assert.equal(h.digestHex(), fsverityDigest(data).toString("hex"));
+    assert.throws(
+      () => new FsVerityHasher().update(Buffer.alloc(10)).updateBlockHashes(hashes),
+      /block boundary/,
+    );
   });
 
   test("digest() can be called again after more data", () => {

@@ -13,9 +13,10 @@
 // lines pointing at it, xattrs sorted by key.
 //
 // Where we are stricter than C (on input C would turn into undefined or garbage values): DIGEST must be exactly
-// 64 hex digits (C ignores conversion errors and keeps uninitialised bytes); an empty DIGEST field (a line that
-// stops early) means "no digest"; mtime nanoseconds must be < 10^9 and seconds a safe JS integer; a GID or RDEV
-// that is not a number is an error even when UID is non-zero (C only checks them when UID is 0).
+// 64 hex digits, or 128 for SHA-512 repositories (C ignores conversion errors and keeps uninitialised bytes); an
+// empty DIGEST field (a line that stops early) means "no digest"; mtime nanoseconds must be < 10^9 and seconds
+// a safe JS integer; a GID or RDEV that is not a number is an error even when UID is non-zero (C only checks
+// them when UID is 0).
 
 import { StratumError } from "../errors.ts";
 import {
@@ -371,8 +372,8 @@ function parseLine(
   const digestField = unescapeOptional(fDigest, "DIGEST");
   let digest: string | undefined;
   if (digestField !== null && digestField !== "") {
-    if (!/^[0-9a-fA-F]{64}$/.test(digestField))
-      fail(`invalid DIGEST ${JSON.stringify(digestField)}: expected 64 hex digits`);
+    if (!/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(digestField))
+      fail(`invalid DIGEST ${JSON.stringify(digestField)}: expected 64 (sha256) or 128 (sha512) hex digits`);
     digest = digestField.toLowerCase();
   }
 

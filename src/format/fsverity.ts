@@ -64,6 +64,24 @@ export class FsVerityHasher {
     return this;
   }
 
+  /**
+   * Feed the level-0 hashes of whole data blocks computed elsewhere (e.g. by another thread): `hashes` holds one
+   * digest per 4096-byte block, in order. Only valid at a block boundary, and only for blocks that are followed
+   * by more data (the last block of the file must go through update()).
+   */
+  updateBlockHashes(hashes: Buffer): this {
+    const ds = this.algorithm.digestSize;
+    const l0 = this.levels[0];
+    if (l0.fill !== 0 && l0.fill !== BLOCK) throw new Error("updateBlockHashes needs a block boundary");
+    if (hashes.length % ds !== 0) throw new Error("hashes must be whole digests");
+    if (l0.fill === BLOCK) this.flush(this.levels, 0);
+    for (let o = 0; o < hashes.length; o += ds)
+      this.pushHashBytes(this.levels, 1, hashes.subarray(o, o + ds));
+    if (hashes.length) l0.flushed = true;
+    this.size += (hashes.length / ds) * BLOCK;
+    return this;
+  }
+
   /** The root hash of the Merkle tree (all zeros for empty data). */
   rootHash(): Buffer {
     if (this.size === 0) return Buffer.alloc(this.algorithm.digestSize);
@@ -101,6 +119,14 @@ export class FsVerityHasher {
     this.pushHash(levels, i + 1, this.hashHex(level.block));
     level.fill = 0;
     level.flushed = true;
+  }
+
+  private pushHashBytes(levels: Level[], i: number, digest: Buffer): void {
+    if (i === levels.length) levels.push(new Level());
+    const level = levels[i];
+    if (level.fill === BLOCK) this.flush(levels, i);
+    digest.copy(level.block, level.fill);
+    level.fill += digest.length;
   }
 
   private pushHash(levels: Level[], i: number, hex: string): void {

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { StratumError, ioError, isErrno } from "../errors.ts";
 import { FsVerityHasher } from "../format/fsverity.ts";
+import { digestFile, readBuffer } from "./file-digest.ts";
 import { objectRelPath, type Algorithm, type ObjectId } from "../format/object-id.ts";
 import { O_TMPFILE, fsverityEnable, fsverityMeasure, linkFd } from "../sys/native.ts";
 
@@ -18,7 +19,6 @@ import { O_TMPFILE, fsverityEnable, fsverityMeasure, linkFd } from "../sys/nativ
 export type VerityMode = "enforced" | "insecure";
 
 export const TMP_OBJECT_PREFIX = ".tmp-object-";
-const COPY_BUFFER = 1 << 20;
 
 export interface StoredObject {
   id: ObjectId;
@@ -69,7 +69,7 @@ export class ObjectStore {
   /** Store the rest of an open file as an object, reading it once (the digest is computed while copying). */
   storeFd(fd: number): StoredObject {
     const w = this.createWriter();
-    const buf = Buffer.allocUnsafe(COPY_BUFFER);
+    const buf = readBuffer();
     try {
       for (;;) {
         const n = fs.readSync(fd, buf, 0, buf.length, null);
@@ -95,19 +95,7 @@ export class ObjectStore {
 
   /** Compute the fs-verity digest of an object file as it is on disk now. */
   digestOfFile(file: string): { digest: ObjectId; size: number } {
-    const fd = fs.openSync(file, "r");
-    try {
-      const h = new FsVerityHasher(this.algorithm);
-      const buf = Buffer.allocUnsafe(COPY_BUFFER);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) break;
-        h.update(buf.subarray(0, n));
-      }
-      return { digest: h.digestHex(), size: h.length };
-    } finally {
-      fs.closeSync(fd);
-    }
+    return digestFile(file, this.algorithm);
   }
 
   /** @internal Open a temporary file for a new object: unnamed when possible. */
@@ -195,7 +183,9 @@ export class ObjectWriter {
     const size = this.hasher.length;
     const dest = this.store.path(id);
     try {
-      if (fs.existsSync(dest)) {
+      // With verity, check first so a duplicate is not sealed for nothing; otherwise link(2) refusing to replace
+      // (EEXIST below) is the check.
+      if (this.store.verity === "enforced" && fs.existsSync(dest)) {
         this.abort();
         return { id, size, stored: false };
       }

@@ -7,13 +7,12 @@
 
 import * as fs from "node:fs";
 import { StratumError, ioError } from "../errors.ts";
-import { FsVerityHasher } from "../format/fsverity.ts";
 import { SHA256, objectRelPath, type Algorithm } from "../format/object-id.ts";
+import { digestFd } from "../repo/file-digest.ts";
 import { getXattr, listXattrs } from "../sys/native.ts";
 import { Directory, FileSystem, Leaf, byteString, newStat, type LeafContent, type Stat } from "./tree.ts";
 
 export const INLINE_CONTENT_MAX = 64;
-const READ_SIZE = 1 << 20;
 
 /** Receives the content of each regular file that is stored externally; returns its fs-verity digest. */
 export interface ObjectSink {
@@ -43,17 +42,6 @@ export interface DirImportStats {
   regularFiles: number;
   externalFiles: number;
   externalBytes: number;
-}
-
-/** Compute a file's fs-verity digest by reading it once. */
-export function digestFd(fd: number, algorithm: Algorithm): string {
-  const h = new FsVerityHasher(algorithm);
-  const buf = Buffer.allocUnsafe(READ_SIZE);
-  for (;;) {
-    const n = fs.readSync(fd, buf, 0, buf.length, null);
-    if (n === 0) return h.digestHex();
-    h.update(buf.subarray(0, n));
-  }
 }
 
 /** Convert a 64-bit glibc dev_t to the 32-bit "new" encoding EROFS stores. */
@@ -118,7 +106,7 @@ export function readDirectory(
         }
         return size === 0 ? { type: "reg", size: 0 } : { type: "reg", size, inline: data };
       }
-      const digest = opts.sink ? opts.sink.storeFile(fd, size, path) : digestFd(fd, algorithm);
+      const digest = opts.sink ? opts.sink.storeFile(fd, size, path) : digestFd(fd, algorithm).digest;
       stats.externalFiles++;
       stats.externalBytes += size;
       return { type: "reg", size, digest, payload: objectRelPath(digest) };

@@ -11,7 +11,7 @@ export const BLOCK_SIZE = 1 << BLOCK_BITS;
 export const SLOT_BITS = 5;
 export const SLOT_SIZE = 1 << SLOT_BITS;
 
-// ---- composefs header (offset 0, 32 bytes) -------------------------------------------------------------------
+// ---- composefs header (offset 0, 32 bytes) ----------------------------------------------------------------
 
 export const COMPOSEFS_MAGIC = 0xd078629a;
 /** Header-format version (LCFS_EROFS_VERSION); readers reject anything else. */
@@ -28,7 +28,7 @@ export function writeComposefsHeader(buf: Buffer, flags: number, composefsVersio
   putU32(buf, HDR.composefsVersion, composefsVersion >>> 0);
 }
 
-// ---- EROFS superblock (offset 1024, 128 bytes) ---------------------------------------------------------------
+// ---- EROFS superblock (offset 1024, 128 bytes) ------------------------------------------------------------
 
 export const SUPER_OFFSET = 1024;
 export const SUPER_SIZE = 128;
@@ -75,7 +75,7 @@ export function writeSuperblock(buf: Buffer, sb: Superblock): void {
   putU32(buf, o + SB.xattrBlkaddr, sb.xattrBlkaddr >>> 0);
 }
 
-// ---- inodes --------------------------------------------------------------------------------------------------
+// ---- inodes -----------------------------------------------------------------------------------------------
 
 /** Data layouts (i_format = layout << 1 | extended). */
 export const LAYOUT_FLAT_PLAIN = 0;
@@ -112,7 +112,9 @@ export const IE = {
   nlink: 44,
 } as const;
 
-/** The fields the writer puts in an inode header; `u` is the raw i_u word (block address, rdev or chunk info). */
+/**
+ * The fields the writer puts in an inode header; `u` is the raw i_u word (block address, rdev or chunk info).
+ */
 export interface InodeFields {
   layout: number;
   xattrIcount: number;
@@ -157,7 +159,7 @@ export function writeInodeExtended(buf: Buffer, off: number, f: InodeFields): vo
 export const CHUNK_FORMAT_BLKBITS_MASK = 0x1f;
 export const NULL_ADDR = 0xffffffff;
 
-// ---- directories ---------------------------------------------------------------------------------------------
+// ---- directories ------------------------------------------------------------------------------------------
 
 /** Dirent: nid u64, nameoff u16, file_type u8, reserved u8; names follow all dirents of a chunk, no NUL. */
 export const DIRENT_SIZE = 12;
@@ -199,7 +201,7 @@ export function writeDirent(buf: Buffer, off: number, nid: number, nameoff: numb
   buf[off + 10] = fileType;
 }
 
-// ---- xattrs --------------------------------------------------------------------------------------------------
+// ---- xattrs -----------------------------------------------------------------------------------------------
 
 /** In-inode xattr body header: h_name_filter u32, h_shared_count u8, 7 reserved bytes. */
 export const XATTR_IBODY_HEADER_SIZE = 12;
@@ -207,7 +209,9 @@ export const XATTR_IBODY_HEADER_SIZE = 12;
 export const XATTR_ENTRY_SIZE = 4;
 /** At most this many shared xattr ids per inode (EROFS_XATTR_LONG_PREFIX, 0x80); the rest go inline. */
 export const MAX_SHARED_XATTRS_PER_INODE = 128;
-/** Bloom filter over xattr names: bit = xxh32(suffix, SEED + index) & 31; a set bit in h_name_filter = absent. */
+/**
+ * Bloom filter over xattr names: bit = xxh32(suffix, SEED + index) & 31; a set bit in h_name_filter = absent.
+ */
 export const XATTR_FILTER_SEED = 0x25bbe08f;
 export const XATTR_FILTER_BITS = 32;
 
@@ -217,7 +221,9 @@ export const XATTR_INDEX_POSIX_ACL_DEFAULT = 3;
 export const XATTR_INDEX_TRUSTED = 4;
 export const XATTR_INDEX_SECURITY = 6;
 
-/** Name prefixes in matching order (first match wins); anything else is index 0 with the whole key as suffix. */
+/**
+ * Name prefixes in matching order (first match wins); anything else is index 0 with the whole key as suffix.
+ */
 export const XATTR_PREFIXES: readonly (readonly [prefix: string, index: number])[] = [
   ["user.", XATTR_INDEX_USER],
   ["system.posix_acl_access", XATTR_INDEX_POSIX_ACL_ACCESS],
@@ -239,7 +245,7 @@ export function xattrEntrySize(suffixLen: number, valueLen: number): number {
   return (XATTR_ENTRY_SIZE + suffixLen + valueLen + 3) & ~3;
 }
 
-// ---- helpers -------------------------------------------------------------------------------------------------
+// ---- helpers ----------------------------------------------------------------------------------------------
 
 /** Write a u64 (two's complement for negative values) from a JS safe integer. */
 export function writeU64(buf: Buffer, off: number, v: number): void {

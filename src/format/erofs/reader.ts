@@ -10,7 +10,7 @@
 // - `trusted.overlay.overlay.X` → `trusted.overlay.X`; every other `trusted.overlay.*` is dropped (the root's
 //   `opaque=y`, metacopy, redirect);
 // - `trusted.overlay.redirect` of a regular file → `payload` (without the leading `/`; C's reader has an
-//   off-by-one here that we do not copy), a 36-byte `trusted.overlay.metacopy` → `digest`;
+//   off-by-one here that we do not copy), a 36-byte (sha256) or 68-byte (sha512) `trusted.overlay.metacopy` → `digest`;
 // - a regular file carrying the escaped `trusted.overlay.overlay.whiteout` → a whiteout (chardev 0:0); the
 //   marker xattrs `trusted.overlay.overlay.whiteouts`, `user.overlay.whiteout(s)` are dropped (v1's
 //   `opaque=x` markers are kept, as composefs-info keeps them);
@@ -437,7 +437,12 @@ function buildNode(img: Image, ino: RawInode, path: string, atRoot: boolean): Di
       continue;
     }
     if (key === XATTR_METACOPY) {
-      if (type === S_IFREG && value.length === 36) digest = value.toString("hex", 4);
+      // Version 0, length, flags, algorithm (1 sha256, 2 sha512), then the digest.
+      if (
+        type === S_IFREG &&
+        ((value.length === 36 && value[3] === 1) || (value.length === 68 && value[3] === 2))
+      )
+        digest = value.toString("hex", 4);
       continue;
     }
     if (key === XATTR_ESCAPED_WHITEOUT && type === S_IFREG) {

@@ -1,12 +1,13 @@
 // The composefs EROFS image writer: a FileSystem tree in, an image byte-identical to C mkcomposefs 1.0.8 out
-// (reference: composefs-erofs.md §1; our description: docs/erofs.md; constants and struct encoders: format.ts).
+// (reference: composefs-erofs.md §1; our description: docs/erofs.md; constants and struct encoders:
+// format.ts).
 //
-// Two passes. layoutErofs() walks the tree once breadth-first, records every directory entry and every inode in
-// flat arrays (inode index = BFS index = i_ino), computes the overlay rewrites of §1.4 (escaped
+// Two passes. layoutErofs() walks the tree once breadth-first, records every directory entry and every inode
+// in flat arrays (inode index = BFS index = i_ino), computes the overlay rewrites of §1.4 (escaped
 // trusted.overlay.* xattrs, metacopy/redirect, escaped whiteouts, the root's opaque marker, the 00…ff stubs,
-// `.`/`..`) into its own per-inode records, interns every (key, value) xattr pair to pick the shared ones, and
-// places inodes, the shared-xattr table and data blocks. emitErofs() then writes the bytes into one zero-filled
-// Buffer. The input tree is never modified.
+// `.`/`..`) into its own per-inode records, interns every (key, value) xattr pair to pick the shared ones,
+// and places inodes, the shared-xattr table and data blocks. emitErofs() then writes the bytes into one
+// zero-filled Buffer. The input tree is never modified.
 
 import { StratumError } from "../../errors.ts";
 import { Directory, Leaf, type FileSystem, type Inode } from "../../tree/tree.ts";
@@ -98,8 +99,12 @@ const USER_OPAQUE = "user.overlay.opaque";
 const ACL_ACCESS = "system.posix_acl_access";
 const ACL_DEFAULT = "system.posix_acl_default";
 const SELINUX = "security.selinux";
-/** Version 0, length 36, flags 0, hash algorithm 1 (sha256); the 32-byte fs-verity digest follows. */
-const METACOPY_DIGEST_HEADER = "\x00\x24\x00\x01";
+/**
+ * Version 0, length 4 + digest size, flags 0, hash algorithm (1 sha256 as C writes it; 2 sha512 for SHA-512
+ * repositories, as composefs-rs writes it); the fs-verity digest follows.
+ */
+const METACOPY_SHA256_HEADER = "\x00\x24\x00\x01";
+const METACOPY_SHA512_HEADER = "\x00\x44\x00\x02";
 
 /** Largest regular file accepted: 1024 chunks of 2^43 bytes (C: EFBIG beyond). */
 const MAX_FILE_SIZE = 2 ** 53;
@@ -187,16 +192,16 @@ function checkName(name: string): void {
 const STUB_NAMES: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 /**
- * Pass 1: lay the image out. The returned plan holds compact arrays proportional to the metadata; emit it with
- * emitErofs(). Throws StratumError E_BAD_INPUT for trees that cannot be written (invalid names, too-large files or
- * xattrs, shared or cyclic directories).
+ * ass 1: lay the image out. The returned plan holds compact arrays proportional to the metadata; emit it
+ * with mitErofs(). Throws StratumError E_BAD_INPUT for trees that cannot be written (invalid names,
+ * too-large files or attrs, shared or cyclic directories).
  */
 export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan {
   const root = fs.root;
   const minVersion = opts.minVersion ?? 0;
   const maxVersion = Math.max(opts.maxVersion ?? 1, minVersion);
 
-  // ---- A: breadth-first walk over directories, recording sorted entries --------------------------------------
+  // ---- A: breadth-first walk over directories, recording sorted entries -----------------------------------
   const dirs: Directory[] = [root];
   const dirOrd = new Map<Directory, number>([[root, 0]]);
   const dirParent: number[] = [0];
@@ -257,9 +262,9 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
   let version: 0 | 1 = minVersion;
   if (version < 1 && maxVersion >= 1 && anyWhiteout) version = 1;
 
-  // ---- hard links: which entry owns the inode ----------------------------------------------------------------
-  // For a leaf in leafCount, the primary entry is leaf.primary when it names an entry of this tree that holds the leaf,
-  // otherwise the first occurrence in depth-first sorted order.
+  // ---- hard links: which entry owns the inode -------------------------------------------------------------
+  // For a leaf in leafCount, the primary entry is leaf.primary when that names an entry of this tree holding
+  // the leaf, otherwise the leaf's first occurrence in depth-first sorted order.
   let primaryEntry: Map<Leaf, number> | null = null;
   if (anyHardlink) {
     primaryEntry = new Map();
@@ -300,9 +305,8 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
     }
   }
 
-  // ---- B: inode order (BFS), entry targets ---------------------------------------------------------------------
+  // ---- B: inode order (BFS), entry targets ----------------------------------------------------------------
   const obj: (Inode | null)[] = [root];
-  const parentOf: number[] = [0];
   const entTarget = new Int32Array(nEnt);
   const dirIdx = new Int32Array(dirs.length);
   const linkIdx = new Map<Leaf, number>();
@@ -321,7 +325,6 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
         case E_STUB:
           entTarget[e] = obj.length;
           obj.push(null);
-          parentOf.push(di);
           break;
         default: {
           const o = entObj[e] as Inode;
@@ -337,7 +340,6 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
           if (o instanceof Leaf && o.isWhiteout) whiteoutParents.push(di);
           entTarget[e] = obj.length;
           obj.push(o);
-          parentOf.push(di);
         }
       }
     }
@@ -350,7 +352,7 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
   const hasWhiteoutChild = new Uint8Array(n);
   for (const p of whiteoutParents) hasWhiteoutChild[p] = 1;
 
-  // ---- C: per-inode attributes and rewritten xattrs ----------------------------------------------------------
+  // ---- C: per-inode attributes and rewritten xattrs -------------------------------------------------------
   const kind = new Uint8Array(n);
   const mode = new Uint16Array(n);
   const nlink: number[] = new Array<number>(n);
@@ -430,8 +432,14 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
               let mc = "";
               if (c.digest !== undefined) {
                 const digest = Buffer.from(c.digest, "hex");
-                if (digest.length !== 32 || c.digest.length !== 64) throw bad(`invalid digest ${c.digest}`);
-                mc = METACOPY_DIGEST_HEADER + digest.toString("latin1");
+                if (!(
+                  (digest.length === 32 || digest.length === 64) &&
+                  c.digest.length === 2 * digest.length
+                ))
+                  throw bad(`invalid digest ${c.digest}`);
+                mc =
+                  (digest.length === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER) +
+                  digest.toString("latin1");
               }
               setXattr(keys, vals, METACOPY, mc);
               if (c.payload !== undefined && c.payload.length > 0)
@@ -498,7 +506,7 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
   const xaIds = Int32Array.from(xaIdsList);
   xa.finish();
 
-  // ---- D: placement (§1.5–§1.8) --------------------------------------------------------------------------------
+  // ---- D: placement (§1.5–§1.8) ---------------------------------------------------------------------------
   const nid = new Float64Array(n);
   const nBlocks = new Int32Array(n);
   const tail = new Int32Array(n);
@@ -662,7 +670,9 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
   };
 }
 
-/** Set key=value in parallel key/value arrays, replacing an existing value (lcfs_node_set_xattr semantics). */
+/**
+ * Set key=value in parallel key/value arrays, replacing an existing value (lcfs_node_set_xattr semantics).
+ */
 function setXattr(keys: string[], vals: string[], key: string, value: string): void {
   const i = keys.indexOf(key);
   if (i === -1) {
@@ -689,7 +699,9 @@ function sortPairs(keys: string[], vals: string[]): void {
   }
 }
 
-/** Distinct (key, value) xattr pairs with their use counts, entry sizes, filter bits and shared-table offsets. */
+/**
+ * Distinct (key, value) xattr pairs with their use counts, entry sizes, filter bits and shared-table offsets.
+ */
 class XattrTable {
   readonly keys: string[] = [];
   readonly vals: string[] = [];
@@ -776,11 +788,16 @@ class XattrTable {
   }
 }
 
-/** Pass 2: write the planned image into `out` (at least plan.totalSize bytes, zero-filled), or a new Buffer. */
+/**
+ * ass 2: write the planned image into `out` (at least plan.totalSize bytes; its first totalSize bytes are
+ * verwritten) or into a new Buffer, and return that buffer. The plan refers to the tree's symlink targets
+ * and nline contents, so the tree must not change between layoutErofs() and emitErofs().
+ */
 export function emitErofs(plan: ErofsPlan, out?: Buffer): Buffer {
   const L = plan._l;
-  const buf = out ?? Buffer.alloc(plan.totalSize);
-  if (buf.length < plan.totalSize) throw new RangeError("emitErofs: output buffer too small");
+  if (out !== undefined && out.length < plan.totalSize)
+    throw new RangeError("emitErofs: output buffer too small");
+  const buf = out === undefined ? Buffer.alloc(plan.totalSize) : out.fill(0, 0, plan.totalSize);
   const { dataStart, inodesEnd } = plan;
   const n = plan.inodeCount;
   const { kind, nid, nBlocks, tail, compact, xsz, xaStart, xaIds, entStart, entEnd, entName, entTarget } = L;
@@ -995,7 +1012,9 @@ function writeChunk(
   for (let e = first; e < end; e++) d = putLatin1(buf, d, entName[e], 0);
 }
 
-/** Write `fs` as a composefs EROFS image (byte-identical to mkcomposefs 1.0.8 for the same tree and versions). */
+/**
+ * Write `fs` as a composefs EROFS image (byte-identical to mkcomposefs 1.0.8 for the same tree and versions).
+ */
 export function writeErofs(fs: FileSystem, opts: ErofsOptions = {}): Buffer {
   return emitErofs(layoutErofs(fs, opts));
 }

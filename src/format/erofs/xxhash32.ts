@@ -1,6 +1,6 @@
-// xxHash32 (XXH32), the standard 32-bit xxHash by Yann Collet, in pure TypeScript. EROFS uses it for the xattr
-// name Bloom filter (reference: composefs-erofs.md §1.10; format.ts XATTR_FILTER_SEED). All arithmetic is
-// unsigned 32-bit: Math.imul for products, `>>> 0` to normalise.
+// xxHash32 (XXH32), the standard 32-bit xxHash by Yann Collet, in pure TypeScript. EROFS uses it for the
+// xattr name Bloom filter (reference: composefs-erofs.md §1.10; format.ts XATTR_FILTER_SEED). All arithmetic
+// is unsigned 32-bit: Math.imul for products, `>>> 0` to normalise.
 
 const PRIME32_1 = 0x9e3779b1;
 const PRIME32_2 = 0x85ebca77;

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# `npm run bench`: stratum's benchmarks, each measured against a peer tool in the same run (BENCHMARKS.md).
+#
+#   1. fs-verity digest of a 512 MiB random file: FsVerityHasher (dist/bench/fsverity-digest.js) vs
+#      `fsverity digest --compact`, page cache warm, digests compared.
+#   2. tar import: `stratum import-tar` into a fresh repository vs `tar -xf` (with and without `sync -f`, since
+#      stratum makes its objects durable with syncfs), and `sha256sum` and `openssl dgst -sha256` (floors: read +
+#      hash; coreutils' SHA-256 is generic C, OpenSSL's uses the CPU's SHA extensions like Node does), on a
+#      Debian bookworm minbase tar (mmdebstrap, cached in /var/cache/stratum-bench/) and a tar of /usr/share +
+#      /usr/bin.
+#
+# Everything runs on a journaled ext4 in a sparse image file loop-mounted on a private temporary directory (the
+# root filesystem here is ext4 without a journal, where creating many files is erratically slow); the image is
+# unmounted and deleted on exit. Wall, user and system time and peak RSS come from GNU time. Needs root.
+#
+# Environment: BENCH_RUNS (default 3), BENCH_IMAGE_SIZE (default 8G), BENCH_TMP (default /tmp),
+# BENCH_MIRROR (default: the first Debian archive URI for bookworm in the apt sources),
+# BENCH_CACHE (default /var/cache/stratum-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${BENCH_RUNS:-3}
+IMAGE_SIZE=${BENCH_IMAGE_SIZE:-8G}
+CACHE=${BENCH_CACHE:-/var/cache/stratum-bench}
+SUITE=bookworm
+FSV_SIZE=512M
+FSV_LABEL="512 MiB"
+
+log() { printf '%s\n' "bench: $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench: needs root (it creates, loop-mounts and removes an ext4 image, and runs mmdebstrap --mode=root)" >&2
+  exit 1
+fi
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+
+# --- Debian packages -----------------------------------------------------------------------------------------
+packages=(time fsverity e2fsprogs mount util-linux tar coreutils openssl mmdebstrap psmisc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+TIME=/usr/bin/time
+[ -x "$TIME" ] || die "GNU time not found at $TIME"
+
+# --- build: the bench programs run as compiled JavaScript so no TypeScript loader start-up is measured ---------
+log "building (npm run build)"
+npm run build --silent >&2
+[ -f build/Release/stratum_sys.node ] || npm run install --silent >&2
+
+# --- work directory, loop-mounted journaled ext4, cleanup ---------------------------------------------------
+WORK=$(mktemp -d "${BENCH_TMP:-/tmp}/stratum-bench.XXXXXXXX")
+[[ $WORK =~ [[:space:]] ]] && die "the work directory $WORK must not contain white space"
+IMG=$WORK/fs.img
+MNT=$WORK/mnt
+RESULTS=$WORK/results
+APP=$WORK/app
+mkdir -p "$MNT" "$RESULTS" "$APP"
+MOUNTED=0
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  # Children of this script still running (only on interruption).
+  local pids
+  pids=$(jobs -pr)
+  [ -n "$pids" ] && kill $pids 2>/dev/null
+  if [ "$MOUNTED" = 1 ]; then
+    if ! umount "$MNT" 2>/dev/null; then
+      # Anything still using the private mount was started by this run; stop it and retry.
+      fuser -km "$MNT" >/dev/null 2>&1
+      sleep 1
+      umount "$MNT" 2>/dev/null || umount -l "$MNT"
+    fi
+  fi
+  # mount -o loop sets autoclear; detach explicitly should the loop device still be attached.
+  local dev
+  for dev in $(losetup -l -j "$IMG" -O NAME -n 2>/dev/null); do
+    log "detaching leftover loop device $dev"
+    losetup -d "$dev"
+  done
+  [ -n "$(losetup -j "$IMG" 2>/dev/null)" ] && log "warning: loop device still attached to $IMG"
+  rm -f "$IMG"
+  rmdir "$MNT" 2>/dev/null
+  if [ "$rc" = 0 ]; then
+    # Keep only the results.
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
+    log "results: $RESULTS/results.json and $RESULTS/report.md (raw runs: $RESULTS/runs.tsv)"
+  else
+    rm -rf "$WORK/scratch"
+    log "failed (status $rc); logs and partial results kept in $WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Run a private copy of the build, so that a rebuild of the working tree during the run changes nothing here.
+cp -a dist bin package.json "$APP"/
+ln -s "$PWD/node_modules" "$PWD/build" "$APP"/
+for f in dist/bench/fsverity-digest.js dist/bench/report.js dist/src/cli/main.js; do
+  [ -f "$APP/$f" ] || die "missing $f after the build"
+done
+STRATUM=("node" "$APP/bin/stratum.js")
+
+log "creating a $IMAGE_SIZE journaled ext4 image in $WORK"
+truncate -s "$IMAGE_SIZE" "$IMG"
+mkfs.ext4 -q -F "$IMG"
+mount -o loop "$IMG" "$MNT"
+MOUNTED=1
+LOOPDEV=$(losetup -l -j "$IMG" -O NAME -n | head -n1)
+tune2fs -l "$LOOPDEV" | grep -q '^Filesystem features:.*has_journal' || die "the bench filesystem has no journal"
+log "mounted $LOOPDEV on $MNT"
+mkdir -p "$WORK/scratch"
+
+RUNS_TSV=$RESULTS/runs.tsv
+GROUPS_TSV=$RESULTS/groups.tsv
+: >"$RUNS_TSV"
+: >"$GROUPS_TSV"
+
+# run_timed GROUP TOOL ROLE RUN CMD...: run CMD under GNU time (stdout to $WORK/out, stderr to $WORK/err) and
+# record wall, user, system time and peak RSS.
+run_timed() {
+  local group=$1 tool=$2 role=$3 run=$4
+  shift 4
+  if ! "$TIME" -f '%e %U %S %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err"; then
+    cat "$WORK/err" >&2
+    die "$tool failed (run $run of $group)"
+  fi
+  local wall user sys rss
+  read -r wall user sys rss < <(tail -n1 "$WORK/time")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$tool" "$role" "$run" "$wall" "$user" "$sys" "$rss" \
+    >>"$RUNS_TSV"
+  printf '  %-40s run %s: wall %6.2f s  user %6.2f s  sys %6.2f s  peak RSS %6.1f MB\n' \
+    "$tool" "$run" "$wall" "$user" "$sys" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')" >&2
+}
+
+# Let writeback of the previous step finish so that it is not charged to the next one.
+settle() { sync -f "$MNT"; }
+
+# --- 1. fs-verity digest ------------------------------------------------------------------------------------
+log "1/3 fs-verity digest: generating a $FSV_SIZE random file"
+RANDOM_FILE=$MNT/random.bin
+head -c "$FSV_SIZE" /dev/urandom >"$RANDOM_FILE"
+settle
+cat "$RANDOM_FILE" >/dev/null # warm-up read: page cache warm for every tool
+
+# Prototype: a native addon hashing many 4 KiB blocks per call with Node's own OpenSSL (the proposal in
+# BENCHMARKS.md). Only an informational row; skipped when no C compiler or Node headers are available.
+FSV_PEER="fsverity digest --compact"
+FSV_OURS="stratum digestFile (node)"
+fsv_tools=("peer|$FSV_PEER|fsverity digest --compact $RANDOM_FILE"
+  "ours|$FSV_OURS|node $APP/dist/bench/fsverity-digest.js $RANDOM_FILE")
+expected=$(fsverity digest --compact "$RANDOM_FILE")
+for run in $(seq 1 "$RUNS"); do
+  for spec in "${fsv_tools[@]}"; do
+    IFS='|' read -r role tool cmd <<<"$spec"
+    # shellcheck disable=SC2086 # cmd holds no quoting-sensitive words (paths without spaces)
+    run_timed fsverity "$tool" "$role" "$run" $cmd
+    got=$(tr -d '\n' <"$WORK/out")
+    [ "$got" = "$expected" ] || die "$tool printed digest '$got', expected $expected"
+  done
+done
+printf 'fsverity\tfs-verity digest of a %s random file\t%s\t0\t%s\n' "$FSV_LABEL" "$(stat -c %s "$RANDOM_FILE")" \
+  "Page cache warm; digests checked equal." \
+  >>"$GROUPS_TSV"
+rm -f "$RANDOM_FILE"
+settle
+
+# --- 2. tar inputs ------------------------------------------------------------------------------------------
+# The first Debian archive URI whose suites include $SUITE: deb822 .sources files first, then one-line lists.
+find_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v suite="$SUITE" '
+      function stanza(   i, n, s, u) {
+        if (!found && types ~ /(^|[ \t])deb([ \t]|$)/ && tolower(enabled) != "no") {
+          n = split(suites, s, /[ \t]+/)
+          for (i = 1; i <= n; i++) if (s[i] == suite) { split(uris, u, /[ \t]+/); print u[1]; found = 1; break }
+        }
+        types = ""; uris = ""; suites = ""; enabled = ""
+      }
+      /^[ \t]*#/ { next }
+      /^[ \t]*$/ { stanza(); next }
+      { key = tolower($1); $1 = ""; sub(/^[ \t]+/, "") }
+      key == "types:" { types = $0 }
+      key == "uris:" { uris = $0 }
+      key == "suites:" { suites = $0 }
+      key == "enabled:" { enabled = $0 }
+      END { stanza() }
+    ' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    sed -e 's/\[[^]]*\]//' "$f" | awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2 }'
+  done
+}
+
+MIRROR=${BENCH_MIRROR:-$(find_mirror | head -n1)}
+mkdir -p "$CACHE"
+MINBASE=
+log "2/3 tar inputs: minbase $SUITE (mmdebstrap, cached in $CACHE)"
+exec 9>"$CACHE/.lock"
+flock 9
+if [ -z "$MIRROR" ]; then
+  log "warning: no Debian archive for $SUITE in the apt sources"
+else
+  # Cache key: the package list (names and versions) mmdebstrap would install now, from a simulated run.
+  if mmdebstrap -v --variant=minbase --mode=root --simulate "$SUITE" /dev/null "$MIRROR" \
+    >"$WORK/simulate.log" 2>&1; then
+    sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1 \2/p' "$WORK/simulate.log" | sort -u >"$WORK/minbase.packages"
+    [ -s "$WORK/minbase.packages" ] || die "mmdebstrap --simulate listed no packages (see $WORK/simulate.log)"
+    key=$(sha256sum <"$WORK/minbase.packages" | cut -c1-16)
+    MINBASE=$CACHE/minbase-$SUITE-$key.tar
+    if [ -f "$MINBASE" ]; then
+      log "reusing $MINBASE ($(wc -l <"$WORK/minbase.packages") packages)"
+    else
+      log "building $MINBASE with mmdebstrap ($(wc -l <"$WORK/minbase.packages") packages)"
+      if mmdebstrap --variant=minbase --mode=root --format=tar "$SUITE" "$MINBASE.tmp" "$MIRROR" \
+        >"$WORK/mmdebstrap.log" 2>&1; then
+        cp "$WORK/minbase.packages" "${MINBASE%.tar}.packages"
+        mv "$MINBASE.tmp" "$MINBASE"
+      else
+        rm -f "$MINBASE.tmp"
+        tail -n 20 "$WORK/mmdebstrap.log" >&2
+        die "mmdebstrap failed"
+      fi
+    fi
+  else
+    log "warning: mmdebstrap --simulate failed (offline?); falling back to the newest cached minbase tar"
+    tail -n 5 "$WORK/simulate.log" >&2
+  fi
+fi
+if [ -z "$MINBASE" ]; then
+  MINBASE=$(ls -t "$CACHE"/minbase-"$SUITE"-*.tar 2>/dev/null | head -n1 || true)
+  [ -n "$MINBASE" ] || log "warning: no minbase tar available; skipping that benchmark"
+fi
+flock -u 9
+
+USR_TAR=$MNT/usr.tar
+log "writing $USR_TAR (tar of /usr/share and /usr/bin)"
+rc=0
+tar -cf "$USR_TAR" -C / usr/share usr/bin 2>"$WORK/err" || rc=$?
+# Exit status 1 is "some files differ" (changed while being read); the archive is still usable.
+[ "$rc" -le 1 ] || {
+  cat "$WORK/err" >&2
+  die "tar -c of /usr failed"
+}
+settle
+
+# --- 3. tar import: stratum vs tar -x, tar -x + sync, sha256sum ---------------------------------------------
+bench_tar() {
+  local group=$1 title=$2 file=$3
+  local bytes entries run repo dest diffid sum
+  bytes=$(stat -c %s "$file")
+  entries=$(tar -tf "$file" | wc -l)
+  log "3/3 $title: $bytes bytes, $entries entries"
+  cat "$file" >/dev/null # page cache warm for every tool
+  for run in $(seq 1 "$RUNS"); do
+    repo=$MNT/repo
+    "${STRATUM[@]}" --repo "$repo" init >/dev/null 2>&1
+    settle
+    run_timed "$group" "stratum import-tar" ours "$run" "${STRATUM[@]}" --repo "$repo" import-tar "$file" bench
+    diffid=$(head -n1 "$WORK/out" | cut -d' ' -f1)
+    rm -rf "$repo"
+    settle
+
+    dest=$MNT/extract
+    mkdir "$dest"
+    settle
+    run_timed "$group" "tar -x" peer "$run" tar -xf "$file" -C "$dest"
+    settle
+    rm -rf "$dest"
+    settle
+
+    mkdir "$dest"
+    settle
+    run_timed "$group" "tar -x; sync -f" peer "$run" sh -c 'tar -xf "$1" -C "$2" && sync -f "$2"' sh "$file" "$dest"
+    rm -rf "$dest"
+    settle
+
+    run_timed "$group" "sha256sum" peer "$run" sha256sum "$file"
+    sum=sha256:$(cut -d' ' -f1 "$WORK/out")
+    [ "$diffid" = "$sum" ] || die "stratum import-tar reported diff_id $diffid, sha256sum says $sum"
+
+    run_timed "$group" "openssl dgst -sha256" peer "$run" openssl dgst -sha256 -r "$file"
+    sum=sha256:$(cut -d' ' -f1 "$WORK/out")
+    [ "$diffid" = "$sum" ] || die "stratum import-tar reported diff_id $diffid, openssl says $sum"
+  done
+  printf '%s\t%s\t%s\t%s\t%s\n' "$group" "$title" "$bytes" "$entries" \
+    "Input in the page cache; fresh repository / empty directory per run. \`stratum import-tar\` ends with syncfs, hence the \`tar -x; sync -f\` peer." \
+    >>"$GROUPS_TSV"
+}
+
+if [ -n "$MINBASE" ]; then bench_tar tar-minbase "tar import: Debian $SUITE minbase (mmdebstrap)" "$MINBASE"; fi
+bench_tar tar-usr "tar import: /usr/share + /usr/bin" "$USR_TAR"
+rm -f "$USR_TAR"
+
+# --- report -------------------------------------------------------------------------------------------------
+node "$APP/dist/bench/report.js" "$RUNS_TSV" "$GROUPS_TSV" "$RESULTS/results.json" \
+  "fs=journaled ext4 (mkfs.ext4 defaults, no fs-verity feature) on a loop-mounted sparse image of $IMAGE_SIZE" \
+  "runs=$RUNS" "minbase=$(basename "${MINBASE:-none}")" >"$RESULTS/report.md"
+echo
+cat "$RESULTS/report.md"
+echo
