@@ -28,3 +28,22 @@ export {
   detectCompression,
   type LayerIngestResult,
 } from "./oci/layer-ingest.ts";
+export { digestFile, digestFd } from "./repo/file-digest.ts";
+export { commitImage, imageObjectIds, imageFormatVersion } from "./repo/images.ts";
+export {
+  FileSystem,
+  Directory,
+  Leaf,
+  newStat,
+  byteString,
+  bytes,
+  type ByteString,
+  type Stat,
+  type LeafContent,
+  type Inode,
+} from "./tree/tree.ts";
+export { readDirectory, type DirImportOptions, type ObjectSink } from "./tree/from-dir.ts";
+export { parseDumpfile, writeDumpfile, DumpfileError } from "./format/dumpfile.ts";
+export { writeErofs, layoutErofs, emitErofs, type ErofsOptions } from "./format/erofs/writer.ts";
+export { readErofs, imageObjects } from "./format/erofs/reader.ts";
+export { mountComposefs, unmountComposefs, type ComposefsMountOptions } from "./mount/composefs.ts";
