@@ -8,6 +8,9 @@
 #      hash; coreutils' SHA-256 is generic C, OpenSSL's uses the CPU's SHA extensions like Node does), on a
 #      Debian bookworm minbase tar (mmdebstrap, cached in /var/cache/stratum-bench/) and a tar of /usr/share +
 #      /usr/bin.
+#   3. composefs images: the cs9-x86_64-developer conformance vector written from its dumpfile (checked against
+#      the vector's sha256), and /usr/share read into a repository as objects + EROFS image vs `cp -a; sync -f`
+#      and `mkfs.erofs`.
 #
 # Everything runs on a journaled ext4 in a sparse image file loop-mounted on a private temporary directory (the
 # root filesystem here is ext4 without a journal, where creating many files is erratically slow); the image is
@@ -39,7 +42,7 @@ fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 
 # --- Debian packages -----------------------------------------------------------------------------------------
-packages=(time fsverity e2fsprogs mount util-linux tar coreutils openssl mmdebstrap psmisc)
+packages=(time fsverity e2fsprogs erofs-utils mount util-linux tar coreutils openssl mmdebstrap psmisc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -150,7 +153,7 @@ run_timed() {
 settle() { sync -f "$MNT"; }
 
 # --- 1. fs-verity digest ------------------------------------------------------------------------------------
-log "1/3 fs-verity digest: generating a $FSV_SIZE random file"
+log "1/4 fs-verity digest: generating a $FSV_SIZE random file"
 RANDOM_FILE=$MNT/random.bin
 head -c "$FSV_SIZE" /dev/urandom >"$RANDOM_FILE"
 settle
@@ -211,7 +214,7 @@ find_mirror() {
 MIRROR=${BENCH_MIRROR:-$(find_mirror | head -n1)}
 mkdir -p "$CACHE"
 MINBASE=
-log "2/3 tar inputs: minbase $SUITE (mmdebstrap, cached in $CACHE)"
+log "2/4 tar inputs: minbase $SUITE (mmdebstrap, cached in $CACHE)"
 exec 9>"$CACHE/.lock"
 flock 9
 if [ -z "$MIRROR" ]; then
@@ -266,7 +269,7 @@ bench_tar() {
   local bytes entries run repo dest diffid sum
   bytes=$(stat -c %s "$file")
   entries=$(tar -tf "$file" | wc -l)
-  log "3/3 $title: $bytes bytes, $entries entries"
+  log "3/4 $title: $bytes bytes, $entries entries"
   cat "$file" >/dev/null # page cache warm for every tool
   for run in $(seq 1 "$RUNS"); do
     repo=$MNT/repo
@@ -307,6 +310,57 @@ bench_tar() {
 if [ -n "$MINBASE" ]; then bench_tar tar-minbase "tar import: Debian $SUITE minbase (mmdebstrap)" "$MINBASE"; fi
 bench_tar tar-usr "tar import: /usr/share + /usr/bin" "$USR_TAR"
 rm -f "$USR_TAR"
+
+# --- 4. composefs images -----------------------------------------------------------------------------------
+# a) The largest conformance vector written from its dumpfile; the image must match the vector's sha256.
+#    C mkcomposefs is not packaged for Debian 12 and cannot run here: BENCHMARKS.md compares with the figure
+#    measured for it on this machine class (0.46 s wall, 70 MiB peak RSS).
+CONFORMANCE=$PWD/../shared/conformance/composefs
+if [ -f "$CONFORMANCE/cs9-x86_64-developer.dump.gz" ]; then
+  gunzip -c "$CONFORMANCE/cs9-x86_64-developer.dump.gz" >"$MNT/cs9.dump"
+  cs9_entries=$(wc -l <"$MNT/cs9.dump")
+  cs9_sha=$(node -e 'const v = require(process.argv[1]); const e = v.images.find((i) => i.input === "cs9-x86_64-developer.dump.gz" && i.version === null) ?? v.images.find((i) => i.input === "cs9-x86_64-developer.dump.gz"); console.log(e.image_sha256, e.version ?? "")' "$CONFORMANCE/vectors.json")
+  read -r cs9_want cs9_version <<<"$cs9_sha"
+  cs9_args=(mkcomposefs --from-file)
+  [ -n "$cs9_version" ] && cs9_args+=("--min-version=$cs9_version" "--max-version=$cs9_version")
+  log "4/4 composefs image from the cs9-x86_64-developer dumpfile: $cs9_entries entries"
+  for run in $(seq 1 "$RUNS"); do
+    run_timed images-cs9 "stratum mkcomposefs --from-file" ours "$run" "${STRATUM[@]}" "${cs9_args[@]}" "$MNT/cs9.dump" "$MNT/cs9.img"
+    got=$(sha256sum "$MNT/cs9.img" | cut -d' ' -f1)
+    [ "$got" = "$cs9_want" ] || die "cs9 image sha256 $got, the vector says $cs9_want"
+  done
+  printf '%s\t%s\t%s\t%s\t%s\n' images-cs9 "composefs image from the cs9-x86_64-developer dumpfile" \
+    "$(stat -c %s "$MNT/cs9.img")" "$cs9_entries" \
+    "Bytes are the image's size. C mkcomposefs (the peer) is not packaged for Debian 12; measured on this machine class it takes 0.46 s wall and 70 MiB peak RSS." \
+    >>"$GROUPS_TSV"
+  rm -f "$MNT/cs9.dump" "$MNT/cs9.img"
+fi
+
+# b) A real directory tree into a repository: every file's content stored as an object (digest computed while
+#    copying), the EROFS image written and linked, syncfs. Peers: cp -a of the same tree (the copy), with sync,
+#    and mkfs.erofs (erofs-utils: a full EROFS image with the file data, uncompressed).
+IMG_SRC=/usr/share
+img_entries=$(find "$IMG_SRC" | wc -l)
+img_bytes=$(du -sb --apparent-size "$IMG_SRC" | cut -f1)
+log "4/4 directory to image: $IMG_SRC, $img_entries entries, $img_bytes bytes"
+tar -cf - "$IMG_SRC" 2>/dev/null | cat >/dev/null # page cache warm
+for run in $(seq 1 "$RUNS"); do
+  repo=$MNT/repo
+  "${STRATUM[@]}" --repo "$repo" init >/dev/null 2>&1
+  settle
+  run_timed images-dir "stratum create-image" ours "$run" "${STRATUM[@]}" --repo "$repo" create-image "$IMG_SRC" bench
+  rm -rf "$repo"
+  settle
+  run_timed images-dir "cp -a; sync -f" peer "$run" sh -c 'cp -a "$1" "$2" && sync -f "$2"' sh "$IMG_SRC" "$MNT/copy"
+  rm -rf "$MNT/copy"
+  settle
+  run_timed images-dir "mkfs.erofs" peer "$run" mkfs.erofs "$MNT/full.erofs" "$IMG_SRC"
+  rm -f "$MNT/full.erofs"
+  settle
+done
+printf '%s\t%s\t%s\t%s\t%s\n' images-dir "directory to composefs image with objects: $IMG_SRC" "$img_bytes" "$img_entries" \
+  "Source in the page cache; fresh repository per run; create-image ends with syncfs, hence the sync in the cp peer." \
+  >>"$GROUPS_TSV"
 
 # --- report -------------------------------------------------------------------------------------------------
 node "$APP/dist/bench/report.js" "$RUNS_TSV" "$GROUPS_TSV" "$RESULTS/results.json" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmarks use, when any is missing. Needs root (apt-get).
 set -euo pipefail
-packages=(fsverity libarchive-tools attr libcap2-bin zstd pigz tar time)
+packages=(fsverity libarchive-tools attr libcap2-bin zstd pigz lz4 tar time erofs-utils util-linux mount kmod)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

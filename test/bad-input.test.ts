@@ -4,7 +4,6 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -14,6 +13,7 @@ import { fsck } from "../src/repo/fsck.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { stratum, type CliResult } from "./helpers/cli.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
+import { snapshotTree } from "./helpers/snapshot.ts";
 
 const tmp = makeTempDir("stratum-badinput-");
 after(() => removeDir(tmp));
@@ -21,25 +21,6 @@ let dirCounter = 0;
 
 function newRoot(): string {
   return path.join(tmp, `r${dirCounter++}`);
-}
-
-/** Every path below `root` with its kind and content (files hashed, symlink targets), for before/after checks. */
-function snapshot(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const abs = path.join(root, r);
-      const st = fs.lstatSync(abs);
-      if (st.isSymbolicLink()) out.set(r, `link ${fs.readlinkSync(abs)}`);
-      else if (st.isDirectory()) {
-        out.set(r, "dir");
-        walk(r);
-      } else out.set(r, `file ${st.size} ${createHash("sha256").update(fs.readFileSync(abs)).digest("hex")}`);
-    }
-  };
-  walk("");
-  return out;
 }
 
 /** The CLI failed with `status` and printed exactly one line, "stratum: error: …", on stderr and nothing on stdout. */
@@ -125,7 +106,7 @@ describe("meta.json that stratum cannot use", () => {
       if (c.text === null) fs.rmSync(metaPath);
       else fs.writeFileSync(metaPath, c.text);
       const named = c.text === null ? root : metaPath;
-      const before = snapshot(root);
+      const before = snapshotTree(root);
 
       await assert.rejects(Repository.open(root), (err: unknown) => {
         assert.ok(err instanceof StratumError, String(err));
@@ -137,7 +118,7 @@ describe("meta.json that stratum cannot use", () => {
       // Commands that delete and that write refuse the same way and touch nothing.
       for (const args of [["gc"], ["import-tar", validTar, "imported"]])
         assertCliError(stratum(["--repo", root, ...args]), EXIT.E_REPO_FORMAT, named, c.problem);
-      assert.deepEqual(snapshot(root), before, "something was written");
+      assert.deepEqual(snapshotTree(root), before, "something was written");
     });
 });
 
@@ -265,10 +246,10 @@ describe("refs that escape the repository or loop", () => {
     ["loop-a", /symlink loop/],
   ] as const)
     test(`cat ${ref}`, () => {
-      const before = snapshot(root);
+      const before = snapshotTree(root);
       const name = ref.replace(/^refs\//, "");
       assertCliError(stratum(["--repo", root, "cat", ref]), EXIT.E_UNSAFE_PATH, `ref ${name}`, problem);
-      assert.deepEqual(snapshot(root), before);
+      assert.deepEqual(snapshotTree(root), before);
     });
 
   test("no ref is created through a ref directory that is a symlink out of the repository", async () => {
@@ -350,7 +331,7 @@ describe("--require-verity without fs-verity", () => {
     if (verityAvailable) return t.skip("this filesystem has fs-verity");
     const root = newRoot();
     Repository.init(root);
-    const before = snapshot(root);
+    const before = snapshotTree(root);
     await assert.rejects(Repository.open(root, { requireVerity: true }), (err: unknown) => {
       assert.ok(err instanceof StratumError);
       assert.equal(err.code, "E_VERITY");
@@ -359,7 +340,7 @@ describe("--require-verity without fs-verity", () => {
     });
     for (const args of [["fsck"], ["gc"], ["cat", "x"]])
       assertCliError(stratum(["--repo", root, "--require-verity", ...args]), EXIT.E_VERITY, root);
-    assert.deepEqual(snapshot(root), before);
+    assert.deepEqual(snapshotTree(root), before);
     // Without the flag it opens (it is a valid, insecure repository).
     const repo = await Repository.open(root);
     assert.equal(repo.verity, "insecure");

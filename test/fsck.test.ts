@@ -3,7 +3,6 @@
 // Leftover temporary files are notes, not damage.
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
@@ -16,33 +15,11 @@ import { relativeLinkTarget } from "../src/repo/symlinks.ts";
 import { Directory, FileSystem, Leaf, newStat } from "../src/tree/tree.ts";
 import { stratum } from "./helpers/cli.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
+import { snapshotTree } from "./helpers/snapshot.ts";
 
 const tmp = makeTempDir("stratum-fsck-");
 after(() => removeDir(tmp));
 let dirCounter = 0;
-
-/** Every path below `root` with its kind and content (files hashed, symlink targets), for before/after checks. */
-function snapshot(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const abs = path.join(root, r);
-      const st = fs.lstatSync(abs);
-      if (st.isSymbolicLink()) out.set(r, `link ${fs.readlinkSync(abs)}`);
-      else if (st.isDirectory()) {
-        out.set(r, `dir ${st.mode.toString(8)}`);
-        walk(r);
-      } else
-        out.set(
-          r,
-          `file ${st.mode.toString(8)} ${st.size} ${createHash("sha256").update(fs.readFileSync(abs)).digest("hex")}`,
-        );
-    }
-  };
-  walk("");
-  return out;
-}
 
 function rawLink(root: string, rel: string, target: string): void {
   const abs = path.join(root, rel);
@@ -136,7 +113,7 @@ async function expectDamage(
   items: Record<string, RegExp>,
   opts: { json?: boolean } = {},
 ): Promise<FsckReport> {
-  const before = snapshot(root);
+  const before = snapshotTree(root);
   const report = await runFsck(root);
   assert.equal(report.ok, false);
   assert.deepEqual(
@@ -161,14 +138,14 @@ async function expectDamage(
     assert.deepEqual(parsed.problems, report.problems);
   }
 
-  assert.deepEqual(snapshot(root), before, "fsck changed the repository");
+  assert.deepEqual(snapshotTree(root), before, "fsck changed the repository");
   return report;
 }
 
 describe("fsck", () => {
   test("a clean repository: ok, exit 0, --json counts match what was stored", async () => {
     const f = await fixture();
-    const before = snapshot(f.root);
+    const before = snapshotTree(f.root);
     const report = await runFsck(f.root);
     assert.deepEqual(report.problems, []);
     assert.deepEqual(report.notes, []);
@@ -196,7 +173,7 @@ describe("fsck", () => {
     assert.deepEqual(parsed.images, { checked: 1 });
     assert.deepEqual(parsed.refs, { checked: 2 });
     assert.deepEqual(parsed.problems, []);
-    assert.deepEqual(snapshot(f.root), before, "fsck changed the repository");
+    assert.deepEqual(snapshotTree(f.root), before, "fsck changed the repository");
   });
 
   describe("damage is reported against the damaged item, and left alone", () => {
@@ -336,7 +313,7 @@ describe("fsck", () => {
   test("a leftover objects/.tmp-object-* is a note, not damage", async () => {
     const f = await fixture();
     fs.writeFileSync(path.join(f.root, "objects/.tmp-object-q1w2e3r4t5y6"), Buffer.alloc(1000, 7));
-    const before = snapshot(f.root);
+    const before = snapshotTree(f.root);
     const report = await runFsck(f.root);
     assert.equal(report.ok, true);
     assert.deepEqual(report.problems, []);
@@ -349,6 +326,6 @@ describe("fsck", () => {
     assert.equal(cli.status, 0, cli.stderr);
     assert.match(cli.stdout.toString(), /^note: objects\/\.tmp-object-q1w2e3r4t5y6: temporary file/m);
     assert.match(cli.stdout.toString(), /no problems\n$/);
-    assert.deepEqual(snapshot(f.root), before, "fsck removed or changed the temporary file");
+    assert.deepEqual(snapshotTree(f.root), before, "fsck removed or changed the temporary file");
   });
 });

@@ -3,10 +3,8 @@
 // to collect when an image root is unreadable, image roots keeping their objects, and the `stratum gc` command's counts.
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { PassThrough } from "node:stream";
 import { after, describe, test } from "node:test";
 import { StratumError } from "../src/errors.ts";
 import { objectRelPath, type ObjectId } from "../src/format/object-id.ts";
@@ -19,6 +17,9 @@ import { relativeLinkTarget } from "../src/repo/symlinks.ts";
 import { Directory, FileSystem, Leaf, newStat } from "../src/tree/tree.ts";
 import { stratum } from "./helpers/cli.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
+import { snapshotTree } from "./helpers/snapshot.ts";
+import { mulberry32 } from "./helpers/prng.ts";
+import { catStream } from "./helpers/streams.ts";
 
 const tmp = makeTempDir("stratum-gc-");
 after(() => removeDir(tmp));
@@ -35,18 +36,6 @@ async function freshRepo(): Promise<Repository> {
 }
 
 // ---- helpers shared by the tests ------------------------------------------------------------------------------
-
-/** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;
@@ -73,25 +62,6 @@ class Rng {
   }
 }
 
-/** Every path below `root` with its kind and content (files hashed, symlink targets), for before/after checks. */
-function snapshot(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const abs = path.join(root, r);
-      const st = fs.lstatSync(abs);
-      if (st.isSymbolicLink()) out.set(r, `link ${fs.readlinkSync(abs)}`);
-      else if (st.isDirectory()) {
-        out.set(r, "dir");
-        walk(r);
-      } else out.set(r, `file ${st.size} ${createHash("sha256").update(fs.readFileSync(abs)).digest("hex")}`);
-    }
-  };
-  walk("");
-  return out;
-}
-
 /** Object IDs of the files in objects/XX/, read directly from the directory (not via src/repo/walk.ts). */
 function objectIdsOnDisk(root: string): Set<ObjectId> {
   const ids = new Set<ObjectId>();
@@ -109,19 +79,6 @@ function rawLink(root: string, rel: string, target: string): void {
   fs.mkdirSync(path.dirname(abs), { recursive: true });
   fs.rmSync(abs, { force: true });
   fs.symlinkSync(target, abs);
-}
-
-async function catStream(repo: Repository, name: string): Promise<Buffer> {
-  const reader = repo.openStream(name);
-  const sink = new PassThrough();
-  const parts: Buffer[] = [];
-  sink.on("data", (c: Buffer) => parts.push(c));
-  try {
-    await reader.cat(sink);
-  } finally {
-    reader.close();
-  }
-  return Buffer.concat(parts);
 }
 
 function sorted(items: Iterable<string>): string[] {
@@ -417,9 +374,9 @@ async function checkSeed(seed: number): Promise<{ m: Model; exp: Expected }> {
     assert.deepEqual(objectIdsOnDisk(repo.root), new Set(m.objects.keys()), "the model knows every object");
 
     // Dry run: the same verdict, nothing touched.
-    const before = snapshot(repo.root);
+    const before = snapshotTree(repo.root);
     const dry = await gc(repo, { dryRun: true });
-    assert.deepEqual(snapshot(repo.root), before, "dry run changed the repository");
+    assert.deepEqual(snapshotTree(repo.root), before, "dry run changed the repository");
     assert.equal(dry.dryRun, true);
     assert.equal(dry.objectsRemoved, exp.removed.size, "dry run: objects to remove");
     assert.equal(dry.bytesRemoved, exp.bytesRemoved, "dry run: bytes to remove");
@@ -448,7 +405,7 @@ async function checkSeed(seed: number): Promise<{ m: Model; exp: Expected }> {
     for (const n of exp.streamsPruned) expectedTree.delete(`streams/${n}`);
     for (const r of exp.refsPruned) expectedTree.delete(`streams/refs/${r}`);
     for (const t of m.tempFiles) expectedTree.delete(t);
-    assert.deepEqual(snapshot(repo.root), expectedTree, "gc changed more than it reported");
+    assert.deepEqual(snapshotTree(repo.root), expectedTree, "gc changed more than it reported");
 
     // What is left is whole: fsck is clean and every surviving ref reassembles to the bytes it was built from.
     const report = fsck(repo);
@@ -548,14 +505,14 @@ describe("gc", () => {
       repo.publishStream("stream-c", c.id);
       repo.setStreamRef("deep/er/c", "stream-c");
 
-      const before = snapshot(repo.root);
+      const before = snapshotTree(repo.root);
       const all = objectIdsOnDisk(repo.root);
       const r1 = await gc(repo);
       assert.equal(r1.objectsRemoved, 0);
       assert.equal(r1.bytesRemoved, 0);
       assert.equal(r1.objectsKept, all.size);
       assert.deepEqual([r1.streamsPruned, r1.refsPruned, r1.imagesPruned], [[], [], []]);
-      assert.deepEqual(snapshot(repo.root), before, "gc of a fully tagged repository changed it");
+      assert.deepEqual(snapshotTree(repo.root), before, "gc of a fully tagged repository changed it");
 
       repo.removeStreamRef("oci/a");
       const onlyA = new Set([a.id, ...a.own]);
@@ -608,17 +565,17 @@ describe("gc", () => {
       fs.symlinkSync("../../streams/s", path.join(repo.root, temps[2]));
       assert.deepEqual(sorted(fsck(repo).notes.map((n) => n.item)), sorted(temps), "fsck notes them");
 
-      const before = snapshot(repo.root);
+      const before = snapshotTree(repo.root);
       const dry = await gc(repo, { dryRun: true });
       assert.deepEqual(sorted(dry.tempFilesRemoved), sorted(temps));
       assert.equal(dry.objectsRemoved, 0, "temporary files are not counted as objects");
-      assert.deepEqual(snapshot(repo.root), before);
+      assert.deepEqual(snapshotTree(repo.root), before);
 
       const res = await gc(repo);
       assert.deepEqual(sorted(res.tempFilesRemoved), sorted(temps));
       for (const t of temps) assert.equal(fs.existsSync(path.join(repo.root, t)), false, `${t} remains`);
       for (const t of temps) before.delete(t);
-      assert.deepEqual(snapshot(repo.root), before, "gc removed more than the temporary files");
+      assert.deepEqual(snapshotTree(repo.root), before, "gc removed more than the temporary files");
     } finally {
       repo.close();
     }
@@ -691,7 +648,7 @@ describe("gc", () => {
       );
       repo.objects.writeBuffer(Buffer.from("garbage nobody references"));
       fs.writeFileSync(path.join(repo.root, "objects/.tmp-object-000000000000"), "x");
-      const before = snapshot(repo.root);
+      const before = snapshotTree(repo.root);
       for (const dryRun of [false, true]) {
         await assert.rejects(gc(repo, { dryRun }), (err: unknown) => {
           assert.ok(err instanceof StratumError);
@@ -700,7 +657,7 @@ describe("gc", () => {
           assert.match(err.message, /nothing was deleted/);
           return true;
         });
-        assert.deepEqual(snapshot(repo.root), before, `gc (dryRun=${dryRun}) changed the repository`);
+        assert.deepEqual(snapshotTree(repo.root), before, `gc (dryRun=${dryRun}) changed the repository`);
         assert.equal(repo.lock.held, "sh");
       }
       // A caller-supplied reader takes precedence (library hook).
@@ -721,7 +678,7 @@ describe("gc", () => {
       repo.publishStream("broken", notAStream.id);
       repo.setStreamRef("broken", "broken");
       repo.objects.writeBuffer(Buffer.from("garbage"));
-      const before = snapshot(repo.root);
+      const before = snapshotTree(repo.root);
       await assert.rejects(gc(repo), (err: unknown) => {
         assert.ok(err instanceof StratumError);
         assert.equal(err.code, "E_CORRUPT");
@@ -729,7 +686,7 @@ describe("gc", () => {
         assert.match(err.message, /nothing was deleted/);
         return true;
       });
-      assert.deepEqual(snapshot(repo.root), before);
+      assert.deepEqual(snapshotTree(repo.root), before);
     } finally {
       repo.close();
     }
@@ -746,7 +703,7 @@ describe("gc", () => {
       try {
         repo.objects.writeBuffer(Buffer.from("garbage"));
         for (const [rel, target] of Object.entries(links)) rawLink(repo.root, rel, target);
-        const before = snapshot(repo.root);
+        const before = snapshotTree(repo.root);
         await assert.rejects(gc(repo), (err: unknown) => {
           assert.ok(err instanceof StratumError);
           assert.equal(err.code, "E_UNSAFE_PATH");
@@ -756,7 +713,7 @@ describe("gc", () => {
           );
           return true;
         });
-        assert.deepEqual(snapshot(repo.root), before);
+        assert.deepEqual(snapshotTree(repo.root), before);
       } finally {
         repo.close();
       }
@@ -792,7 +749,7 @@ describe("gc", () => {
       }
       assert.ok(garbageBytes < 1024, "sizes chosen so the CLI prints exact bytes");
       const objectsBefore = objectIdsOnDisk(root);
-      const before = snapshot(root);
+      const before = snapshotTree(root);
 
       const dry = stratum(["--repo", root, "gc", "--dry-run"]);
       assert.equal(dry.status, 0, dry.stderr);
@@ -801,7 +758,7 @@ describe("gc", () => {
         "would remove 1 streams: old",
         "would remove 1 temporary files",
       ]);
-      assert.deepEqual(snapshot(root), before, "gc --dry-run changed the repository");
+      assert.deepEqual(snapshotTree(root), before, "gc --dry-run changed the repository");
 
       const dryJson = stratum(["--repo", root, "gc", "-n", "--json"]);
       assert.equal(dryJson.status, 0, dryJson.stderr);
@@ -837,5 +794,5 @@ describe("gc", () => {
 function fsSizeFromSnapshot(snap: Map<string, string>, id: ObjectId): number {
   const entry = snap.get(`objects/${objectRelPath(id)}`);
   assert.ok(entry !== undefined && entry.startsWith("file "), `object ${id} in snapshot`);
-  return Number(entry.split(" ")[1]);
+  return Number(entry.split(" ")[2]); // "file <mode> <size> <sha256>"
 }

@@ -7,7 +7,6 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { PassThrough } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { StratumError } from "../src/errors.ts";
 import { ContentType } from "../src/format/splitstream.ts";
@@ -18,6 +17,7 @@ import { Repository } from "../src/repo/repository.ts";
 import { stratum } from "./helpers/cli.ts";
 import { makeTarFixtures } from "./helpers/tar-fixtures.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
+import { catStream } from "./helpers/streams.ts";
 
 const tmp = makeTempDir("stratum-ingest-");
 after(() => removeDir(tmp));
@@ -28,19 +28,6 @@ before(async () => {
 
 async function* fileChunks(file: string, size = 1 << 20): AsyncGenerator<Buffer> {
   yield* fs.createReadStream(file, { highWaterMark: size }) as AsyncIterable<Buffer>;
-}
-
-async function rebuild(repo: Repository, name: string): Promise<Buffer> {
-  const r = repo.openStream(name, ContentType.ociLayer);
-  const sink = new PassThrough();
-  const parts: Buffer[] = [];
-  sink.on("data", (c: Buffer) => parts.push(c));
-  try {
-    await r.cat(sink);
-  } finally {
-    r.close();
-  }
-  return Buffer.concat(parts);
 }
 
 /** Expected external payloads per the split rule, from an independent pass of the splitter. */
@@ -63,7 +50,10 @@ describe("layer ingest", () => {
         assert.equal(res.diffId, sha, fx.name);
         assert.equal(res.compression, "none");
         assert.equal(res.tarSize, tar.length);
-        assert.ok((await rebuild(repo, res.streamName)).equals(tar), `${fx.name}: rebuilt tar differs`);
+        assert.ok(
+          (await catStream(repo, res.streamName, ContentType.ociLayer)).equals(tar),
+          `${fx.name}: rebuilt tar differs`,
+        );
         // Split rule: the stream's objects are exactly the regular payloads over 64 bytes, with their sizes.
         const r = repo.openStream(res.streamName);
         const sizes = [...r.chunks()].flatMap((c) =>

@@ -13,7 +13,7 @@ import { Repository } from "../src/repo/repository.ts";
 import { relativeLinkTarget } from "../src/repo/symlinks.ts";
 import { fsverityMeasure } from "../src/sys/native.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
-import { PassThrough } from "node:stream";
+import { catStream } from "./helpers/streams.ts";
 
 const tmp = makeTempDir("stratum-repo-");
 after(() => removeDir(tmp));
@@ -22,19 +22,6 @@ async function freshRepo(opts: Parameters<typeof Repository.init>[1] = {}): Prom
   const root = path.join(tmp, `r${n++}`);
   Repository.init(root, opts);
   return Repository.open(root);
-}
-
-async function catToBuffer(repo: Repository, name: string): Promise<Buffer> {
-  const reader = repo.openStream(name);
-  const sink = new PassThrough();
-  const parts: Buffer[] = [];
-  sink.on("data", (c: Buffer) => parts.push(c));
-  try {
-    await reader.cat(sink);
-  } finally {
-    reader.close();
-  }
-  return Buffer.concat(parts);
 }
 
 describe("repository", () => {
@@ -148,8 +135,8 @@ describe("repository", () => {
         ],
       );
       const expected = Buffer.concat([Buffer.from("header "), big, Buffer.from(" trailer")]);
-      assert.ok((await catToBuffer(repo, "my-stream")).equals(expected));
-      assert.ok((await catToBuffer(repo, "refs/deep/er/name")).equals(expected));
+      assert.ok((await catStream(repo, "my-stream")).equals(expected));
+      assert.ok((await catStream(repo, "refs/deep/er/name")).equals(expected));
       const r = repo.openStream("my-stream", ContentType.ociBlob);
       assert.deepEqual(r.objectRefs, [obj.id]);
       r.close();
@@ -159,7 +146,7 @@ describe("repository", () => {
       w2.writeInline(Buffer.from("v2"));
       repo.publishStream("other", w2.finish().id);
       repo.setStreamRef("top", "other");
-      assert.equal((await catToBuffer(repo, "refs/top")).toString(), "v2");
+      assert.equal((await catStream(repo, "refs/top")).toString(), "v2");
       assert.deepEqual(
         fs.readdirSync(repo.root).filter((f) => f.startsWith(".")),
         [],
@@ -185,7 +172,7 @@ describe("repository", () => {
       bytes[4000] ^= 0xff;
       fs.chmodSync(file, 0o644);
       fs.writeFileSync(file, bytes);
-      await assert.rejects(catToBuffer(repo, "s"), /does not match its digest/);
+      await assert.rejects(catStream(repo, "s"), /does not match its digest/);
     } finally {
       repo.close();
     }

@@ -31,6 +31,7 @@ import {
   removeTarFixtures,
   type TarFixture,
 } from "./helpers/tar-fixtures.ts";
+import { mulberry32 } from "./helpers/prng.ts";
 
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "stratum-tar-"));
 after(() => removeTarFixtures(workDir));
@@ -55,22 +56,10 @@ interface Split {
   events: number;
 }
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Chunking = { name: string; next: () => number };
 
 const chunkings = (): Chunking[] => {
-  const r = rng(0x5eed);
+  const r = mulberry32(0x5eed);
   return [
     { name: "whole", next: () => Number.MAX_SAFE_INTEGER },
     { name: "511", next: () => 511 },

@@ -37,6 +37,28 @@ export interface GcResult {
   tempFilesRemoved: string[];
 }
 
+/**
+ * The roots of one kind: every link under `<kind>/refs/`, resolved (beneath the root) to the `<kind>/<name>` it
+ * names. Dangling refs are skipped (pruning removes them); unsafe ones throw.
+ */
+function* rootTargets(
+  repo: Repository,
+  kind: "streams" | "images",
+): Generator<{ ref: string; name: string }> {
+  for (const ref of refLinks(repo.root, kind)) {
+    if (!ref.isLink) continue;
+    let target: string;
+    try {
+      target = resolveRefLink(repo.root, ref.rel, ref.rel);
+    } catch (err) {
+      if (err instanceof StratumError && err.code === "E_NOT_FOUND") continue;
+      throw err;
+    }
+    const m = new RegExp(`^${kind}/([^/]+)$`).exec(target);
+    if (m) yield { ref: ref.rel, name: m[1] };
+  }
+}
+
 /** Compute the set of object IDs reachable from the roots. Exported for tests. */
 export function reachableObjects(
   repo: Repository,
@@ -77,41 +99,22 @@ export function reachableObjects(
     }
   };
 
-  for (const ref of refLinks(repo.root, "streams")) {
-    if (!ref.isLink) continue;
-    let target: string;
-    try {
-      target = resolveRefLink(repo.root, ref.rel, ref.rel);
-    } catch (err) {
-      if (err instanceof StratumError && err.code === "E_NOT_FOUND") continue;
-      throw err;
-    }
-    const m = /^streams\/([^/]+)$/.exec(target);
-    if (!m) continue;
-    const id = repo.streamId(m[1]);
-    if (id) walkStream(id, `stream ${m[1]}`);
+  for (const { name } of rootTargets(repo, "streams")) {
+    const id = repo.streamId(name);
+    if (id) walkStream(id, `stream ${name}`);
   }
 
-  for (const ref of refLinks(repo.root, "images")) {
-    if (!ref.isLink) continue;
-    let target: string;
-    try {
-      target = resolveRefLink(repo.root, ref.rel, ref.rel);
-    } catch (err) {
-      if (err instanceof StratumError && err.code === "E_NOT_FOUND") continue;
-      throw err;
-    }
-    const m = /^images\/([0-9a-f]+)$/.exec(target);
-    if (!m) continue;
-    marked.add(m[1]);
-    if (!repo.objects.has(m[1])) continue;
+  for (const { ref, name } of rootTargets(repo, "images")) {
+    if (!/^[0-9a-f]+$/.test(name)) continue;
+    marked.add(name);
+    if (!repo.objects.has(name)) continue;
     let used: Iterable<ObjectId>;
     try {
-      used = (opts.imageObjects ?? imageObjectIds)(repo, m[1]);
+      used = (opts.imageObjects ?? imageObjectIds)(repo, name);
     } catch (err) {
       throw new StratumError(
         "E_CORRUPT",
-        `gc stopped, nothing was deleted: ${ref.rel}: ${(err as Error).message} (run "stratum fsck")`,
+        `gc stopped, nothing was deleted: ${ref}: ${(err as Error).message} (run "stratum fsck")`,
       );
     }
     for (const o of used) marked.add(o);
