@@ -185,6 +185,22 @@ function parseCUnsigned(s: string, base: 8 | 10): bigint | null {
   return negative ? -v & U64_MAX : v;
 }
 
+/**
+ * The value of a field made only of digits of `base` (nearly every field), without BigInt; null when the field
+ * needs the full strtoull rules of parseCUnsigned (signs, spaces, more than 15 digits, anything else).
+ */
+function plainNumber(s: string, base: 8 | 10): number | null {
+  const n = s.length;
+  if (n === 0 || n > 15) return null;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const d = s.charCodeAt(i) - 48;
+    if (d < 0 || d >= base) return null;
+    v = v * base + d;
+  }
+  return v;
+}
+
 /** Everything up to the first NUL: how C sees an unescaped string that it stores as a C string. */
 function cString(s: ByteString): ByteString {
   const nul = s.indexOf("\0");
@@ -235,6 +251,7 @@ export function parseDumpfile(input: Buffer, opts: { strict?: boolean } = {}): F
   const text = input.toString("latin1");
   let root: Directory | null = null;
   const fixups = new Map<Leaf, HardlinkFixup>();
+  const parentCache: ParentCache = { prefix: null, parent: null };
 
   let lineNo = 0;
   let pos = 0;
@@ -247,11 +264,20 @@ export function parseDumpfile(input: Buffer, opts: { strict?: boolean } = {}): F
     }
     const line = text.slice(pos, nl);
     pos = nl + 1;
-    root = parseLine(line, lineNo, strict, root, fixups);
+    root = parseLine(line, lineNo, strict, root, fixups, parentCache);
   }
   if (root === null) throw new DumpfileError(Math.max(lineNo, 1), "no root directory line (empty input)");
   resolveHardlinks(root, fixups);
   return new FileSystem(root);
+}
+
+/**
+ * The parent found for the previous line, keyed by the raw path text before its last `/`. Dumpfiles list entries
+ * depth-first, so consecutive lines mostly share it; the tree only grows, so a cached lookup stays right.
+ */
+interface ParentCache {
+  prefix: string | null;
+  parent: Inode | null;
 }
 
 function parseLine(
@@ -260,6 +286,7 @@ function parseLine(
   strict: boolean,
   root: Directory | null,
   fixups: Map<Leaf, HardlinkFixup>,
+  parentCache: ParentCache,
 ): Directory {
   const fail = (problem: string): never => {
     throw new DumpfileError(lineNo, problem);
@@ -297,9 +324,12 @@ function parseLine(
   let modeField = fMode;
   const isHardlink = modeField.startsWith("@");
   if (isHardlink) modeField = modeField.slice(1);
-  const modeBig = parseCUnsigned(modeField, 8);
-  if (modeBig === null) return fail(`invalid MODE ${JSON.stringify(fMode)} (octal expected)`);
-  const mode = Number(modeBig & 0xffffffffn);
+  let mode = plainNumber(modeField, 8);
+  if (mode === null || mode > 0xffffffff) {
+    const modeBig = parseCUnsigned(modeField, 8);
+    if (modeBig === null) return fail(`invalid MODE ${JSON.stringify(fMode)} (octal expected)`);
+    mode = Number(modeBig & 0xffffffffn);
+  }
   if (!validType(mode)) fail(`invalid MODE ${mode.toString(8)}: not a known file type`);
   const type = mode & S_IFMT;
 
@@ -317,7 +347,18 @@ function parseLine(
     root = node as Directory;
   } else {
     if (root === null) return fail(`root line missing: the first line must be "/", not ${jsonPath(path)}`);
-    const at = lookupParent(root, path);
+    const slash = path.lastIndexOf("/");
+    const prefix = slash < 0 ? "" : path.slice(0, slash);
+    let at: { parent: Inode; name: ByteString } | null;
+    if (parentCache.parent !== null && parentCache.prefix === prefix)
+      at = { parent: parentCache.parent, name: path.slice(slash + 1) };
+    else {
+      at = lookupParent(root, path);
+      if (at !== null) {
+        parentCache.prefix = prefix;
+        parentCache.parent = at.parent;
+      }
+    }
     if (at === null) return fail(`parent directory missing for ${jsonPath(path)}`);
     if (!isDirectory(at.parent)) return fail(`parent of ${jsonPath(path)} is not a directory`);
     parent = at.parent;
@@ -347,20 +388,29 @@ function parseLine(
     if (v === null) return fail(`invalid ${what} ${JSON.stringify(field)}`);
     return v;
   };
-  const size = num(fSize, "SIZE");
-  const nlink = Number(num(fNlink, "NLINK") & 0xffffffffn);
-  const uid = Number(num(fUid, "UID") & 0xffffffffn);
-  const gid = Number(num(fGid, "GID") & 0xffffffffn);
-  const rdev = Number(num(fRdev, "RDEV") & 0xffffffffn);
+  /** A field truncated to 32 bits, as C stores it. */
+  const u32 = (field: string, what: string): number => {
+    const v = plainNumber(field, 10);
+    return v !== null && v <= 0xffffffff ? v : Number(num(field, what) & 0xffffffffn);
+  };
+  const sizePlain = plainNumber(fSize, 10);
+  const size = sizePlain !== null ? BigInt(sizePlain) : num(fSize, "SIZE");
+  const nlink = u32(fNlink, "NLINK");
+  const uid = u32(fUid, "UID");
+  const gid = u32(fGid, "GID");
+  const rdev = u32(fRdev, "RDEV");
 
   const dot = fMtime.indexOf(".");
-  const secBig = num(dot < 0 ? fMtime : fMtime.slice(0, dot), "MTIME seconds");
-  const nsecBig = num(dot < 0 ? "" : fMtime.slice(dot + 1), "MTIME nanoseconds");
-  const sec = Number(BigInt.asIntN(64, secBig));
+  const secField = dot < 0 ? fMtime : fMtime.slice(0, dot);
+  const nsecField = dot < 0 ? "" : fMtime.slice(dot + 1);
+  const secPlain = plainNumber(secField, 10);
+  const sec = secPlain !== null ? secPlain : Number(BigInt.asIntN(64, num(secField, "MTIME seconds")));
+  const nsecPlain = plainNumber(nsecField, 10);
+  const nsec = nsecPlain !== null ? nsecPlain : num(nsecField, "MTIME nanoseconds");
   if (!Number.isSafeInteger(sec)) fail(`MTIME seconds ${JSON.stringify(fMtime)} out of range`);
-  if (nsecBig >= 1000000000n) fail(`MTIME nanoseconds ${JSON.stringify(fMtime)} must be below 10^9`);
+  if (nsec >= 1000000000) fail(`MTIME nanoseconds ${JSON.stringify(fMtime)} must be below 10^9`);
   stat.mtimeSec = sec;
-  stat.mtimeNsec = Number(nsecBig);
+  stat.mtimeNsec = Number(nsec);
   stat.uid = uid;
   stat.gid = gid;
 
