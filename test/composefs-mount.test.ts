@@ -144,6 +144,18 @@ function compareTrees(mnt: string): void {
   for (const [p, e] of want) assert.deepEqual(got.get(p), e, p);
 }
 
+/** Mount `image` as composefs at `mnt`, compare the view with the source tree, and unmount. */
+function mountAndCompare(image: string, objects: string, mnt: string): void {
+  mountComposefs(image, objects, mnt);
+  mounted.push(mnt);
+  try {
+    compareTrees(mnt);
+  } finally {
+    unmountComposefs(mnt);
+    mounted.pop();
+  }
+}
+
 describe("composefs images through the kernel", { skip: isRoot ? false : "needs root for mount" }, () => {
   test("create-image: fsck.erofs passes, the composefs mount equals the source directory", () => {
     const repo = path.join(tmp, "repo");
@@ -171,14 +183,7 @@ describe("composefs images through the kernel", { skip: isRoot ? false : "needs 
     assert.equal(stratum(["--repo", repo, "gc"]).status, 0);
     const f = stratum(["--repo", repo, "fsck"]);
     assert.equal(f.status, 0, f.stdout.toString());
-    mountComposefs(image, path.join(repo, "objects"), mnt);
-    mounted.push(mnt);
-    try {
-      compareTrees(mnt);
-    } finally {
-      unmountComposefs(mnt);
-      mounted.pop();
-    }
+    mountAndCompare(image, path.join(repo, "objects"), mnt);
   });
 
   test("mkcomposefs DIR with --digest-store: the same mount view; --print-digest is the image's fs-verity digest", () => {
@@ -191,14 +196,7 @@ describe("composefs images through the kernel", { skip: isRoot ? false : "needs 
     execFileSync("fsck.erofs", [image]);
     const mnt = path.join(tmp, "mnt2");
     fs.mkdirSync(mnt);
-    mountComposefs(image, store, mnt);
-    mounted.push(mnt);
-    try {
-      compareTrees(mnt);
-    } finally {
-      unmountComposefs(mnt);
-      mounted.pop();
-    }
+    mountAndCompare(image, store, mnt);
     // The image's dump round-trips through mkcomposefs --from-file to the same bytes.
     const dump = stratum(["composefs-info", "dump", image]);
     assert.equal(dump.status, 0, dump.stderr);
@@ -241,14 +239,7 @@ describe("composefs images through the kernel", { skip: isRoot ? false : "needs 
     assert.ok(fs.readFileSync(again).equals(fs.readFileSync(image)), "dump -> image is identical");
     const mnt = path.join(tmp, "mnt512");
     fs.mkdirSync(mnt);
-    mountComposefs(image, path.join(repo, "objects"), mnt);
-    mounted.push(mnt);
-    try {
-      compareTrees(mnt);
-    } finally {
-      unmountComposefs(mnt);
-      mounted.pop();
-    }
+    mountAndCompare(image, path.join(repo, "objects"), mnt);
   });
 
   test("verity=require: objects must carry fs-verity", (t) => {

@@ -39,22 +39,27 @@ import {
   type LeafContent,
 } from "../tree/tree.ts";
 
-/** Largest inline CONTENT (LCFS_INLINE_CONTENT_MAX). */
-export const INLINE_CONTENT_MAX = 5000;
-/** Symlink targets and payloads must be shorter than this (PATH_MAX). */
-export const PATH_MAX = 4096;
-/** Longest file name (LCFS_MAX_NAME_LENGTH). */
-export const NAME_MAX = 255;
-/** Longest xattr key (XATTR_NAME_MAX). */
-export const XATTR_NAME_MAX = 255;
-/** Largest xattr value. */
-export const XATTR_VALUE_MAX = 65535;
-/** The text after DIGEST may be at most this long ("Too many xattrs"). */
-export const XATTR_TEXT_MAX = 65535;
-/** Per-inode xattr budget for dumpfile input: Σ(7 + len(key) + len(value)) + 12 ≤ this. */
-export const XATTR_INODE_BUDGET = 32767;
-/** Largest regular file mkcomposefs accepts (1024 chunks of 2^43 bytes). */
-export const FILE_SIZE_MAX = 2 ** 53;
+// The composefs input limits live with the image format; the parser enforces them and re-exports them.
+import {
+  FILE_SIZE_MAX,
+  INLINE_CONTENT_MAX,
+  NAME_MAX,
+  PATH_MAX,
+  XATTR_INODE_BUDGET,
+  XATTR_NAME_MAX,
+  XATTR_TEXT_MAX,
+  XATTR_VALUE_MAX,
+} from "./erofs/format.ts";
+export {
+  FILE_SIZE_MAX,
+  INLINE_CONTENT_MAX,
+  NAME_MAX,
+  PATH_MAX,
+  XATTR_INODE_BUDGET,
+  XATTR_NAME_MAX,
+  XATTR_TEXT_MAX,
+  XATTR_VALUE_MAX,
+};
 
 /** A dumpfile that mkcomposefs would reject. The message starts with `line N:`. */
 export class DumpfileError extends StratumError {

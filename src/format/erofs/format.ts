@@ -277,3 +277,22 @@ export function putLatin1(buf: Buffer, off: number, s: string, start: number): n
 export function roundUp(v: number, align: number): number {
   return Math.ceil(v / align) * align;
 }
+
+// ---- composefs limits (what C mkcomposefs 1.0.8 accepts; composefs-erofs.md §1.7, §1.10, §2.1) ----------
+
+/** Largest inline CONTENT (LCFS_INLINE_CONTENT_MAX). */
+export const INLINE_CONTENT_MAX = 5000;
+/** Symlink targets and payloads must be shorter than this (PATH_MAX). */
+export const PATH_MAX = 4096;
+/** Longest file name (LCFS_MAX_NAME_LENGTH). */
+export const NAME_MAX = 255;
+/** Longest xattr key (XATTR_NAME_MAX). */
+export const XATTR_NAME_MAX = 255;
+/** Largest xattr value. */
+export const XATTR_VALUE_MAX = 65535;
+/** The text after DIGEST may be at most this long ("Too many xattrs"). */
+export const XATTR_TEXT_MAX = 65535;
+/** Per-inode xattr budget for dumpfile input: Σ(7 + len(key) + len(value)) + 12 ≤ this. */
+export const XATTR_INODE_BUDGET = 32767;
+/** Largest regular file mkcomposefs accepts (1024 chunks of 2^43 bytes). */
+export const FILE_SIZE_MAX = 2 ** 53;

@@ -67,13 +67,8 @@ const XATTR_IBODY_HEADER_SIZE = F.XATTR_IBODY_HEADER_SIZE;
 const FEATURE_INCOMPAT_CHUNKED_FILE = 0x4;
 /** composefs image format versions we understand (composefs_version in the header). */
 const MAX_COMPOSEFS_VERSION = 1;
-/** Inline regular-file content is at most this long (LCFS_INLINE_CONTENT_MAX). */
-const INLINE_CONTENT_MAX = 5000;
-/** Symlink targets are shorter than PATH_MAX. */
-const PATH_MAX = 4096;
-const NAME_MAX = 255;
-const XATTR_NAME_MAX = 255;
-const FILE_SIZE_MAX = 2 ** 53;
+// The composefs limits (src/format/erofs/format.ts), copied into locals because they are read in loops.
+const { INLINE_CONTENT_MAX, PATH_MAX, NAME_MAX, XATTR_NAME_MAX, FILE_SIZE_MAX } = F;
 
 const OVERLAY_PREFIX = "trusted.overlay.";
 const OVERLAY_ESCAPE_PREFIX = "trusted.overlay.overlay.";

@@ -12,6 +12,8 @@
 import { StratumError } from "../../errors.ts";
 import { Directory, Leaf, type FileSystem, type Inode } from "../../tree/tree.ts";
 import {
+  FILE_SIZE_MAX,
+  NAME_MAX,
   BLOCK_SIZE,
   CHUNK_FORMAT_BLKBITS_MASK,
   COMPOSEFS_FLAG_HAS_ACL,
@@ -106,9 +108,6 @@ const SELINUX = "security.selinux";
 const METACOPY_SHA256_HEADER = "\x00\x24\x00\x01";
 const METACOPY_SHA512_HEADER = "\x00\x44\x00\x02";
 
-/** Largest regular file accepted: 1024 chunks of 2^43 bytes (C: EFBIG beyond). */
-const MAX_FILE_SIZE = 2 ** 53;
-const MAX_NAME_LEN = 255;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
 
 /** The result of pass 1: everything needed to emit the image, in flat per-inode and per-entry arrays. */
@@ -183,7 +182,7 @@ function ilog2(x: number): number {
 }
 
 function checkName(name: string): void {
-  if (name.length === 0 || name.length > MAX_NAME_LEN || name === "." || name === "..")
+  if (name.length === 0 || name.length > NAME_MAX || name === "." || name === "..")
     throw bad(`invalid file name ${JSON.stringify(name)}`);
   if (name.indexOf("/") !== -1 || name.indexOf("\0") !== -1)
     throw bad(`invalid file name ${JSON.stringify(name)}`);
@@ -427,7 +426,7 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
                 throw bad(`inline content of ${c.inline.length} bytes but size ${c.size}`);
               k = c.size > 0 ? K_REG_INLINE : K_REG_EMPTY;
             } else if (c.size > 0) {
-              if (!Number.isSafeInteger(c.size) || c.size > MAX_FILE_SIZE) throw bad("file too large");
+              if (!Number.isSafeInteger(c.size) || c.size > FILE_SIZE_MAX) throw bad("file too large");
               k = K_REG_EXTERNAL;
               let mc = "";
               if (c.digest !== undefined) {
