@@ -4,7 +4,8 @@
 //
 //   PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST [KEY=VALUE …]
 //
-// Pure: `parseDumpfile` turns bytes into a tree (src/tree/tree.ts) with the rules of mkcomposefs 1.0.8 —
+// Pure: `parseDumpfileFlat` turns bytes into a flat tree (src/tree/flat.ts; `parseDumpfile` into the object tree of
+// src/tree/tree.ts) with the rules of mkcomposefs 1.0.8 —
 // including its quirks: numbers are read like C `strtoull` (optional leading white space and sign, wrap-around
 // on `-`, saturation on overflow), C-string fields (path, payload, xattr key) end at an embedded `\x00`, hardlink
 // (`@`) lines are resolved after the whole file is read and ignore every field but PATH, MODE and PAYLOAD.
@@ -19,10 +20,8 @@
 // them when UID is 0).
 
 import { StratumError } from "../errors.ts";
+import { FlatTree, T_BLK, T_CHR, T_DIR, T_LNK, T_REG, findChild, toFileSystem } from "../tree/flat.ts";
 import {
-  Directory,
-  FileSystem,
-  Leaf,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -33,10 +32,10 @@ import {
   S_IFSOCK,
   compareBytes,
   isDirectory,
-  newStat,
   type ByteString,
+  type FileSystem,
   type Inode,
-  type LeafContent,
+  type Leaf,
 } from "../tree/tree.ts";
 
 // The composefs input limits live with the image format; the parser enforces them and re-exports them.
@@ -228,396 +227,483 @@ function validType(mode: number): boolean {
 }
 
 interface HardlinkFixup {
+  row: number;
   line: number;
   /** Target path (unescaped), or null for a `-` PAYLOAD. */
   target: ByteString | null;
-  parent: Directory;
-  name: ByteString;
 }
 
-interface Located {
-  node: Inode;
-  parent: Directory | null;
-  name: ByteString;
+function fail(line: number, problem: string): never {
+  throw new DumpfileError(line, problem);
 }
 
-/** Per-inode xattr bookkeeping mirroring lcfs_node_set_xattr's budget. */
-interface XattrBudget {
-  size: number;
+function unescapeOrFail(field: string, what: string, line: number): ByteString {
+  const r = unescapeField(field);
+  if (typeof r !== "string") return fail(line, `${what}: ${r.error}`);
+  return r;
+}
+
+/** `-` → null, anything else unescaped. */
+function optionalField(field: string, what: string, line: number): ByteString | null {
+  return field === "-" ? null : unescapeOrFail(field, what, line);
+}
+
+/** A full C strtoull of a decimal field, or the line's error. */
+function cNumber(field: string, what: string, line: number): bigint {
+  const v = parseCUnsigned(field, 10);
+  if (v === null) return fail(line, `invalid ${what} ${JSON.stringify(field)}`);
+  return v;
+}
+
+/** A decimal field truncated to 32 bits, as C stores it. */
+function u32Field(field: string, what: string, line: number): number {
+  const v = plainNumber(field, 10);
+  return v !== null && v <= 0xffffffff ? v : Number(cNumber(field, what, line) & 0xffffffffn);
+}
+
+function isLowerHexDigest(s: string): boolean {
+  if (s.length !== 64 && s.length !== 128) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+/** A path with a leading `/`, no empty components and no trailing `/`: its own key in the directory map. */
+function isCanonical(path: string): boolean {
+  return path.charCodeAt(0) === 0x2f && path.indexOf("//") < 0 && path.charCodeAt(path.length - 1) !== 0x2f;
+}
+
+/** "/" + the non-empty components of `path`, joined by "/" ("" for none). */
+function canonical(path: string): string {
+  const parts = path.split("/").filter((c) => c !== "");
+  return parts.length === 0 ? "" : "/" + parts.join("/");
+}
+
+/** Parser state shared by the lines of one dumpfile. */
+class DumpfileParser {
+  readonly t: FlatTree;
+  /** Directory rows by canonical path ("" is the root). */
+  private readonly dirs = new Map<string, number>();
+  /** Raw xattr token (`key=value` as written) → pair id, or the problem for a token already rejected. */
+  private readonly tokens = new Map<string, number>();
+  readonly fixups: HardlinkFixup[] = [];
+  private readonly lineIds: number[] = [];
+  private readonly lineKeys: string[] = [];
+  private readonly fieldStart = new Int32Array(11);
+  private readonly fieldEnd = new Int32Array(11);
+
+  constructor(
+    private readonly text: string,
+    private readonly strict: boolean,
+    lines: number,
+  ) {
+    this.t = new FlatTree(lines + 1);
+  }
+
+  /** The parent found for the previous line, by the path text before its last `/`. */
+  private lastPrefix = "\0";
+  private lastParent = -1;
+  /** The previous xattr token and its pair id (consecutive lines often repeat a label). */
+  private lastToken = "";
+  private lastTokenId = -1;
+
+  private field(i: number): string {
+    return this.text.slice(this.fieldStart[i], this.fieldEnd[i]);
+  }
+
+  /**
+   * Field i read as plain digits of `base` (1–15 of them, nothing else), from `skip` characters in; -1 when it
+   * needs the full strtoull rules.
+   */
+  private digits(i: number, base: number, skip = 0): number {
+    const text = this.text;
+    const a = this.fieldStart[i] + skip;
+    const b = this.fieldEnd[i];
+    if (b <= a || b - a > 15) return -1;
+    let v = 0;
+    for (let j = a; j < b; j++) {
+      const d = text.charCodeAt(j) - 48;
+      if (d < 0 || d >= base) return -1;
+      v = v * base + d;
+    }
+    return v;
+  }
+
+  private isDash(i: number): boolean {
+    return this.fieldEnd[i] - this.fieldStart[i] === 1 && this.text.charCodeAt(this.fieldStart[i]) === 0x2d;
+  }
+
+  /** A decimal field truncated to 32 bits, as C stores it. */
+  private u32(i: number, what: string, lineNo: number): number {
+    const v = this.digits(i, 10);
+    return v >= 0 && v <= 0xffffffff ? v : u32Field(this.field(i), what, lineNo);
+  }
+
+  /** Parse the line text[start, end) (without its newline). */
+  parseLine(start: number, end: number, lineNo: number): void {
+    const { text, t, strict, fieldStart, fieldEnd } = this;
+    // The 11 fixed fields, split at single spaces; missing trailing fields are empty.
+    let p = start;
+    for (let i = 0; i < 11; i++) {
+      let sp = text.indexOf(" ", p);
+      if (sp < 0 || sp > end) sp = end;
+      fieldStart[i] = p;
+      fieldEnd[i] = sp;
+      p = sp < end ? sp + 1 : end;
+    }
+    const restStart = p;
+
+    const fPath = this.field(0);
+    const path = cString(fPath.indexOf("\\") < 0 ? fPath : unescapeOrFail(fPath, "PATH", lineNo));
+    if (path === "") fail(lineNo, "empty PATH");
+
+    const isHardlink = text.charCodeAt(fieldStart[2]) === 0x40; // @
+    let mode = this.digits(2, 8, isHardlink ? 1 : 0);
+    if (mode < 0 || mode > 0xffffffff) {
+      const fMode = this.field(2);
+      const modeBig = parseCUnsigned(isHardlink ? fMode.slice(1) : fMode, 8);
+      if (modeBig === null) return fail(lineNo, `invalid MODE ${JSON.stringify(fMode)} (octal expected)`);
+      mode = Number(modeBig & 0xffffffffn);
+    }
+    if (!validType(mode)) fail(lineNo, `invalid MODE ${mode.toString(8)}: not a known file type`);
+    const type = (mode & S_IFMT) >> 12;
+
+    // Attach the new entry (the tree_add_node step).
+    let row: number;
+    if (path === "/") {
+      if (type !== T_DIR) fail(lineNo, "the root must be a directory");
+      if (t.length > 0) fail(lineNo, "a second root line");
+      row = t.add(-1, "", T_DIR);
+      this.dirs.set("", row);
+    } else {
+      if (t.length === 0)
+        return fail(lineNo, `root line missing: the first line must be "/", not ${jsonPath(path)}`);
+      const slash = path.lastIndexOf("/");
+      const name = path.slice(slash + 1);
+      const prefix = slash < 0 ? "" : path.slice(0, slash);
+      let parent: number;
+      if (prefix === this.lastPrefix) parent = this.lastParent;
+      else {
+        parent = this.findParent(path, prefix, lineNo);
+        this.lastPrefix = prefix;
+        this.lastParent = parent;
+      }
+      if (name === "." || name === "..") fail(lineNo, `invalid . or .. in path ${jsonPath(path)}`);
+      if (name === "") fail(lineNo, `empty file name in path ${jsonPath(path)}`);
+      if (name.length > NAME_MAX)
+        fail(lineNo, `file name longer than ${NAME_MAX} bytes in path ${jsonPath(path)}`);
+      row = t.add(parent, name, type);
+      if (type === T_DIR && !isHardlink) this.dirs.set(isCanonical(path) ? path : canonical(path), row);
+    }
+    t.perm[row] = mode & 0o7777;
+
+    if (isHardlink) {
+      if (type === T_DIR) fail(lineNo, "directories can't be hardlinked");
+      const target = optionalField(this.field(8), "PAYLOAD", lineNo);
+      this.fixups.push({ row, line: lineNo, target: target === null ? null : cString(target) });
+      return;
+    }
+
+    const sizePlain = this.digits(1, 10);
+    const size = sizePlain >= 0 ? sizePlain : cNumber(this.field(1), "SIZE", lineNo);
+    const nlink = this.u32(3, "NLINK", lineNo);
+    const uid = this.u32(4, "UID", lineNo);
+    const gid = this.u32(5, "GID", lineNo);
+    const rdev = this.u32(6, "RDEV", lineNo);
+
+    // MTIME: sec.nsec; split the field at its dot for the fast path.
+    const mtimeStart = fieldStart[7];
+    const mtimeEnd = fieldEnd[7];
+    let dot = text.indexOf(".", mtimeStart);
+    if (dot < 0 || dot > mtimeEnd) dot = mtimeEnd;
+    fieldEnd[7] = dot;
+    let sec = this.digits(7, 10);
+    fieldStart[7] = dot + 1;
+    fieldEnd[7] = mtimeEnd;
+    let nsec: number | bigint = dot < mtimeEnd ? this.digits(7, 10) : -1;
+    if (sec < 0 || nsec < 0) {
+      const fMtime = text.slice(mtimeStart, mtimeEnd);
+      const d = fMtime.indexOf(".");
+      const secField = d < 0 ? fMtime : fMtime.slice(0, d);
+      const nsecField = d < 0 ? "" : fMtime.slice(d + 1);
+      const secPlain = plainNumber(secField, 10);
+      sec =
+        secPlain !== null ? secPlain : Number(BigInt.asIntN(64, cNumber(secField, "MTIME seconds", lineNo)));
+      const nsecPlain = plainNumber(nsecField, 10);
+      nsec = nsecPlain !== null ? nsecPlain : cNumber(nsecField, "MTIME nanoseconds", lineNo);
+      if (!Number.isSafeInteger(sec)) fail(lineNo, `MTIME seconds ${JSON.stringify(fMtime)} out of range`);
+      if (nsec >= 1000000000) fail(lineNo, `MTIME nanoseconds ${JSON.stringify(fMtime)} must be below 10^9`);
+    } else if (nsec >= 1000000000)
+      fail(
+        lineNo,
+        `MTIME nanoseconds ${JSON.stringify(text.slice(mtimeStart, mtimeEnd))} must be below 10^9`,
+      );
+
+    const payloadRaw = this.isDash(8) ? null : unescapeOrFail(this.field(8), "PAYLOAD", lineNo);
+    const payload = payloadRaw === null ? null : cString(payloadRaw);
+    const content = this.isDash(9) ? null : optionalField(this.field(9), "CONTENT", lineNo);
+    if (content !== null && content.length !== Number(size) && BigInt(content.length) !== BigInt(size))
+      fail(lineNo, `CONTENT is ${content.length} bytes but SIZE is ${size}`);
+    const fDigest = this.field(10);
+    let digest: string | undefined;
+    if (fDigest !== "-" && fDigest !== "") {
+      const d = isLowerHexDigest(fDigest) ? fDigest : unescapeOrFail(fDigest, "DIGEST", lineNo);
+      if (d !== "") {
+        if (!/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(d))
+          fail(
+            lineNo,
+            `invalid DIGEST ${JSON.stringify(d)}: expected 64 (sha256) or 128 (sha512) hex digits`,
+          );
+        digest = d.toLowerCase();
+      }
+    }
+
+    if (type !== T_CHR && type !== T_BLK && strict && rdev !== 0)
+      fail(lineNo, `non-zero RDEV ${rdev} on a non-device (strict mode)`);
+
+    if (type === T_LNK) {
+      if (payload === null || payload === "") fail(lineNo, "symlink target is empty");
+      const target = payload as string;
+      if (target.length >= PATH_MAX)
+        fail(lineNo, `symlink target is ${target.length} bytes, limit ${PATH_MAX - 1}`);
+      if (strict && BigInt(size) !== BigInt(target.length))
+        fail(lineNo, `symlink SIZE ${size} differs from the target length ${target.length} (strict mode)`);
+      if (strict && content !== null && content.length > 0)
+        fail(lineNo, "symlink cannot have CONTENT (strict mode)");
+    } else {
+      if (payload !== null && payload.length >= PATH_MAX)
+        fail(lineNo, `PAYLOAD is ${payload.length} bytes, limit ${PATH_MAX - 1}`);
+      if (content !== null && content.length > INLINE_CONTENT_MAX)
+        fail(lineNo, `inline content size ${content.length} exceeds maximum ${INLINE_CONTENT_MAX}`);
+    }
+    // An empty CONTENT is no content (lcfs_node_set_content stores NULL for 0 bytes).
+    const inline = content !== null && content.length > 0 ? content : null;
+    if (
+      type === T_REG &&
+      inline === null &&
+      (typeof size === "bigint" ? size > BigInt(FILE_SIZE_MAX) : size > FILE_SIZE_MAX)
+    )
+      fail(lineNo, `file too large: SIZE ${size} exceeds ${FILE_SIZE_MAX}`);
+
+    if (end - restStart > XATTR_TEXT_MAX)
+      fail(lineNo, `too many xattrs: ${end - restStart} bytes after DIGEST, limit ${XATTR_TEXT_MAX}`);
+    if (restStart < end) this.parseXattrs(row, restStart, end, lineNo);
+
+    t.mtimeSec[row] = sec;
+    t.mtimeNsec[row] = Number(nsec);
+    t.uid[row] = uid;
+    t.gid[row] = gid;
+    if (type !== T_DIR) t.nlink[row] = nlink;
+    switch (type) {
+      case T_REG:
+        t.size[row] = inline !== null ? inline.length : Number(size);
+        if (inline !== null) t.data[row] = inline;
+        if (digest !== undefined) t.digest[row] = digest;
+        if (payload !== null && payload !== "") t.payload[row] = payload;
+        break;
+      case T_LNK:
+        t.size[row] = (payload as string).length;
+        t.data[row] = payload as string;
+        break;
+      case T_CHR:
+      case T_BLK:
+        t.rdev[row] = rdev;
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * mkcomposefs's lookup_parent_path: leading and repeated slashes are skipped, every component but the last
+   * must exist, the last component (possibly empty after a trailing slash) is the new name.
+   */
+  private findParent(path: string, prefix: string, lineNo: number): number {
+    const found = this.dirs.get(isCanonical(path) ? prefix : canonical(prefix));
+    if (found !== undefined) return found;
+    // Missing, or a component is not a directory: find out which, for the message.
+    const key = canonical(prefix);
+    const cut = key.lastIndexOf("/");
+    const above = cut < 0 ? undefined : this.dirs.get(key.slice(0, cut));
+    if (above !== undefined) {
+      const last = key.slice(cut + 1);
+      const t = this.t;
+      for (let r = t.length - 1; r > 0; r--) {
+        if (t.parent[r] === above && t.name[r] === last)
+          return fail(lineNo, `parent of ${jsonPath(path)} is not a directory`);
+      }
+    }
+    return fail(lineNo, `parent directory missing for ${jsonPath(path)}`);
+  }
+
+  /** The xattrs of one line, text[start, end): space-separated `key=value` tokens (lcfs_node_set_xattr). */
+  private parseXattrs(row: number, start: number, end: number, lineNo: number): void {
+    const { text, t, lineIds, lineKeys } = this;
+    lineIds.length = 0;
+    lineKeys.length = 0;
+    let budget = 0;
+    let r = start;
+    while (r < end) {
+      let sp = text.indexOf(" ", r);
+      if (sp < 0 || sp > end) sp = end;
+      let id: number;
+      if (this.lastTokenId >= 0 && sp - r === this.lastToken.length && text.startsWith(this.lastToken, r))
+        id = this.lastTokenId;
+      else {
+        const token = text.slice(r, sp);
+        let known = this.tokens.get(token);
+        if (known === undefined) {
+          known = this.internToken(token, lineNo);
+          this.tokens.set(token, known);
+        }
+        id = known;
+        this.lastToken = token;
+        this.lastTokenId = id;
+      }
+      r = sp + 1;
+      const key = t.pairKey[id];
+      const valueLength = t.pairValue[id].length;
+      // Replacing a key first removes the old entry; each entry costs 7 + key + value bytes (worst-case
+      // padding), the first one also the 12-byte body header.
+      const old = lineKeys.indexOf(key);
+      if (old >= 0) {
+        const oldLength = t.pairValue[lineIds[old]].length;
+        lineIds.splice(old, 1);
+        lineKeys.splice(old, 1);
+        budget = lineIds.length > 0 ? budget - (7 + key.length + oldLength) : 0;
+      }
+      const cost = 7 + key.length + valueLength + (lineIds.length === 0 ? 12 : 0);
+      if (budget + cost > XATTR_INODE_BUDGET)
+        fail(
+          lineNo,
+          `xattrs exceed the per-inode limit of ${XATTR_INODE_BUDGET} bytes at ${escapeField(key)}`,
+        );
+      budget += cost;
+      lineIds.push(id);
+      lineKeys.push(key);
+    }
+    t.setXattrs(row, lineIds, lineIds.length);
+  }
+
+  private internToken(token: string, lineNo: number): number {
+    const eq = token.indexOf("=");
+    if (eq < 0) fail(lineNo, `missing = in xattr ${JSON.stringify(token)}`);
+    const key = cString(unescapeOrFail(token.slice(0, eq), "xattr key", lineNo));
+    const value = unescapeOrFail(token.slice(eq + 1), "xattr value", lineNo);
+    if (key === "") fail(lineNo, "empty xattr key");
+    if (key.length > XATTR_NAME_MAX)
+      fail(lineNo, `xattr key is ${key.length} bytes, limit ${XATTR_NAME_MAX}`);
+    if (value.length > XATTR_VALUE_MAX)
+      fail(lineNo, `xattr ${escapeField(key)} value is ${value.length} bytes, limit ${XATTR_VALUE_MAX}`);
+    return this.t.internPair(key, value);
+  }
+
+  /**
+   * Point every `@` row at the row owning its target's inode (following `@` chains), after the whole file is
+   * read: mkcomposefs resolves hard links last, against the complete tree.
+   */
+  resolveHardlinks(): void {
+    const t = this.t;
+    const fixups = this.fixups;
+    if (fixups.length === 0) return;
+    const index = t.childIndex();
+    const fixupOf = new Map<number, HardlinkFixup>();
+    for (const f of fixups) fixupOf.set(f.row, f);
+    const lookupPath = (path: ByteString): number => {
+      let row = 0;
+      let i = 0;
+      for (;;) {
+        while (path.charCodeAt(i) === 0x2f) i++;
+        if (i >= path.length) return row;
+        let slash = path.indexOf("/", i);
+        if (slash < 0) slash = path.length;
+        row = findChild(t, index, row, path.slice(i, slash));
+        if (row < 0) return -1;
+        i = slash;
+      }
+    };
+    const resolved = new Map<number, number>();
+    const owners: number[] = [];
+    for (const start of fixups) {
+      let owner = resolved.get(start.row);
+      if (owner === undefined) {
+        const chain = new Set<number>();
+        let cur = start;
+        for (;;) {
+          chain.add(cur.row);
+          if (cur.target === null) fail(cur.line, "hardlink without a target path (PAYLOAD is -)");
+          const target = lookupPath(cur.target);
+          if (target < 0) fail(cur.line, `hardlink target ${jsonPath(cur.target)} does not exist`);
+          if (target === cur.row) fail(cur.line, `self-referential hardlink ${jsonPath(cur.target)}`);
+          if (t.type[target] === T_DIR)
+            fail(cur.line, `hardlink target ${jsonPath(cur.target)} is a directory`);
+          const known = resolved.get(target);
+          if (known !== undefined) {
+            owner = known;
+            break;
+          }
+          const next = fixupOf.get(target);
+          if (next === undefined) {
+            owner = target;
+            break;
+          }
+          if (chain.has(target)) fail(cur.line, `hardlink cycle through ${jsonPath(cur.target)}`);
+          cur = next;
+        }
+        for (const r of chain) resolved.set(r, owner);
+      }
+      owners.push(owner);
+    }
+    for (let i = 0; i < fixups.length; i++) {
+      const row = fixups[i].row;
+      t.link[row] = owners[i];
+      t.type[row] = t.type[owners[i]];
+    }
+  }
 }
 
 /**
- * Parse a dumpfile into a tree with mkcomposefs 1.0.8's rules (composefs-erofs.md §2.1–§2.5). `strict` is
- * mkcomposefs's `CFS_PARSE_STRICT=1`: a trailing newline, symlink SIZE equal to the target length, no CONTENT
- * on symlinks, RDEV 0 on non-devices. Throws DumpfileError naming the line.
+ * Parse a dumpfile into a flat tree (src/tree/flat.ts) with mkcomposefs 1.0.8's rules (composefs-erofs.md
+ * §2.1–§2.5). `strict` is mkcomposefs's `CFS_PARSE_STRICT=1`: a trailing newline, symlink SIZE equal to the
+ * target length, no CONTENT on symlinks, RDEV 0 on non-devices. Throws DumpfileError naming the line.
  */
-export function parseDumpfile(input: Buffer, opts: { strict?: boolean } = {}): FileSystem {
+export function parseDumpfileFlat(input: Buffer, opts: { strict?: boolean } = {}): FlatTree {
   const strict = opts.strict ?? false;
+  let lines = 0;
+  for (let i = input.indexOf(10); i >= 0; i = input.indexOf(10, i + 1)) lines++;
   const text = input.toString("latin1");
-  let root: Directory | null = null;
-  const fixups = new Map<Leaf, HardlinkFixup>();
-  const parentCache: ParentCache = { prefix: null, parent: null };
-
+  const parser = new DumpfileParser(text, strict, lines + 1);
+  const nul = text.indexOf("\0");
   let lineNo = 0;
   let pos = 0;
   while (pos < text.length) {
     lineNo++;
     let nl = text.indexOf("\n", pos);
     if (nl < 0) {
-      if (strict) throw new DumpfileError(lineNo, "missing trailing newline (required in strict mode)");
+      if (strict) fail(lineNo, "missing trailing newline (required in strict mode)");
       nl = text.length;
     }
-    const line = text.slice(pos, nl);
+    if (nul >= 0 && nul < nl) fail(lineNo, `embedded NUL byte at column ${nul - pos + 1}`);
+    parser.parseLine(pos, nl, lineNo);
     pos = nl + 1;
-    root = parseLine(line, lineNo, strict, root, fixups, parentCache);
   }
-  if (root === null) throw new DumpfileError(Math.max(lineNo, 1), "no root directory line (empty input)");
-  resolveHardlinks(root, fixups);
-  return new FileSystem(root);
+  const t = parser.t;
+  if (t.length === 0) fail(Math.max(lineNo, 1), "no root directory line (empty input)");
+  const duplicate = t.childIndex().duplicate;
+  if (duplicate >= 0) fail(duplicate + 1, `duplicate path ${jsonPath(t.path(duplicate))}`);
+  parser.resolveHardlinks();
+  return t;
 }
 
-/**
- * The parent found for the previous line, keyed by the raw path text before its last `/`. Dumpfiles list entries
- * depth-first, so consecutive lines mostly share it; the tree only grows, so a cached lookup stays right.
- */
-interface ParentCache {
-  prefix: string | null;
-  parent: Inode | null;
-}
-
-function parseLine(
-  line: string,
-  lineNo: number,
-  strict: boolean,
-  root: Directory | null,
-  fixups: Map<Leaf, HardlinkFixup>,
-  parentCache: ParentCache,
-): Directory {
-  const fail = (problem: string): never => {
-    throw new DumpfileError(lineNo, problem);
-  };
-  const nul = line.indexOf("\0");
-  if (nul >= 0) fail(`embedded NUL byte at column ${nul + 1}`);
-
-  // The 11 fixed fields, split at single spaces; missing trailing fields are empty.
-  const fields: string[] = [];
-  let p = 0;
-  for (let i = 0; i < 11; i++) {
-    const sp = line.indexOf(" ", p);
-    if (sp < 0) {
-      fields.push(line.slice(p));
-      p = line.length;
-    } else {
-      fields.push(line.slice(p, sp));
-      p = sp + 1;
-    }
-  }
-  const rest = line.slice(p);
-  const [fPath, fSize, fMode, fNlink, fUid, fGid, fRdev, fMtime, fPayload, fContent, fDigest] = fields;
-
-  const unescape = (field: string, what: string): ByteString => {
-    const r = unescapeField(field);
-    if (typeof r !== "string") return fail(`${what}: ${r.error}`);
-    return r;
-  };
-  const unescapeOptional = (field: string, what: string): ByteString | null =>
-    field === "-" ? null : unescape(field, what);
-
-  const path = cString(unescape(fPath, "PATH"));
-  if (path === "") fail("empty PATH");
-
-  let modeField = fMode;
-  const isHardlink = modeField.startsWith("@");
-  if (isHardlink) modeField = modeField.slice(1);
-  let mode = plainNumber(modeField, 8);
-  if (mode === null || mode > 0xffffffff) {
-    const modeBig = parseCUnsigned(modeField, 8);
-    if (modeBig === null) return fail(`invalid MODE ${JSON.stringify(fMode)} (octal expected)`);
-    mode = Number(modeBig & 0xffffffffn);
-  }
-  if (!validType(mode)) fail(`invalid MODE ${mode.toString(8)}: not a known file type`);
-  const type = mode & S_IFMT;
-
-  // Attach the new entry (the tree_add_node step). For hardlinks a placeholder leaf holds the place until the
-  // target is resolved at the end.
-  const stat = newStat({ mode: mode & 0o7777 });
-  let node: Inode;
-  if (type === S_IFDIR) node = new Directory(stat);
-  else node = new Leaf(stat, { type: "reg", size: 0 });
-  let parent: Directory | null = null;
-  let name: ByteString = "";
-  if (path === "/") {
-    if (!isDirectory(node)) fail("the root must be a directory");
-    if (root !== null) fail("a second root line");
-    root = node as Directory;
-  } else {
-    if (root === null) return fail(`root line missing: the first line must be "/", not ${jsonPath(path)}`);
-    const slash = path.lastIndexOf("/");
-    const prefix = slash < 0 ? "" : path.slice(0, slash);
-    let at: { parent: Inode; name: ByteString } | null;
-    if (parentCache.parent !== null && parentCache.prefix === prefix)
-      at = { parent: parentCache.parent, name: path.slice(slash + 1) };
-    else {
-      at = lookupParent(root, path);
-      if (at !== null) {
-        parentCache.prefix = prefix;
-        parentCache.parent = at.parent;
-      }
-    }
-    if (at === null) return fail(`parent directory missing for ${jsonPath(path)}`);
-    if (!isDirectory(at.parent)) return fail(`parent of ${jsonPath(path)} is not a directory`);
-    parent = at.parent;
-    name = at.name;
-    if (name === "." || name === "..") fail(`invalid . or .. in path ${jsonPath(path)}`);
-    if (name === "") fail(`empty file name in path ${jsonPath(path)}`);
-    if (name.length > NAME_MAX) fail(`file name longer than ${NAME_MAX} bytes in path ${jsonPath(path)}`);
-    if (parent.entries.has(name)) fail(`duplicate path ${jsonPath(path)}`);
-    parent.entries.set(name, node);
-  }
-
-  if (isHardlink) {
-    if (type === S_IFDIR) fail("directories can't be hardlinked");
-    const target = unescapeOptional(fPayload, "PAYLOAD");
-    // `parent` is non-null: a hardlink is never the root (the root is a directory).
-    fixups.set(node as Leaf, {
-      line: lineNo,
-      target: target === null ? null : cString(target),
-      parent: parent as Directory,
-      name,
-    });
-    return root;
-  }
-
-  const num = (field: string, what: string): bigint => {
-    const v = parseCUnsigned(field, 10);
-    if (v === null) return fail(`invalid ${what} ${JSON.stringify(field)}`);
-    return v;
-  };
-  /** A field truncated to 32 bits, as C stores it. */
-  const u32 = (field: string, what: string): number => {
-    const v = plainNumber(field, 10);
-    return v !== null && v <= 0xffffffff ? v : Number(num(field, what) & 0xffffffffn);
-  };
-  const sizePlain = plainNumber(fSize, 10);
-  const size = sizePlain !== null ? BigInt(sizePlain) : num(fSize, "SIZE");
-  const nlink = u32(fNlink, "NLINK");
-  const uid = u32(fUid, "UID");
-  const gid = u32(fGid, "GID");
-  const rdev = u32(fRdev, "RDEV");
-
-  const dot = fMtime.indexOf(".");
-  const secField = dot < 0 ? fMtime : fMtime.slice(0, dot);
-  const nsecField = dot < 0 ? "" : fMtime.slice(dot + 1);
-  const secPlain = plainNumber(secField, 10);
-  const sec = secPlain !== null ? secPlain : Number(BigInt.asIntN(64, num(secField, "MTIME seconds")));
-  const nsecPlain = plainNumber(nsecField, 10);
-  const nsec = nsecPlain !== null ? nsecPlain : num(nsecField, "MTIME nanoseconds");
-  if (!Number.isSafeInteger(sec)) fail(`MTIME seconds ${JSON.stringify(fMtime)} out of range`);
-  if (nsec >= 1000000000) fail(`MTIME nanoseconds ${JSON.stringify(fMtime)} must be below 10^9`);
-  stat.mtimeSec = sec;
-  stat.mtimeNsec = Number(nsec);
-  stat.uid = uid;
-  stat.gid = gid;
-
-  const payloadRaw = unescapeOptional(fPayload, "PAYLOAD");
-  const payload = payloadRaw === null ? null : cString(payloadRaw);
-  const content = unescapeOptional(fContent, "CONTENT");
-  if (content !== null && BigInt(content.length) !== size)
-    fail(`CONTENT is ${content.length} bytes but SIZE is ${size}`);
-  const digestField = unescapeOptional(fDigest, "DIGEST");
-  let digest: string | undefined;
-  if (digestField !== null && digestField !== "") {
-    if (!/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(digestField))
-      fail(`invalid DIGEST ${JSON.stringify(digestField)}: expected 64 (sha256) or 128 (sha512) hex digits`);
-    digest = digestField.toLowerCase();
-  }
-
-  if (type === S_IFCHR || type === S_IFBLK) {
-    // rdev is kept below
-  } else if (strict && rdev !== 0) {
-    fail(`non-zero RDEV ${rdev} on a non-device (strict mode)`);
-  }
-
-  if (type === S_IFLNK) {
-    if (payload === null || payload === "") fail("symlink target is empty");
-    const target = payload as string;
-    if (target.length >= PATH_MAX) fail(`symlink target is ${target.length} bytes, limit ${PATH_MAX - 1}`);
-    if (strict && size !== BigInt(target.length))
-      fail(`symlink SIZE ${size} differs from the target length ${target.length} (strict mode)`);
-    if (strict && content !== null && content.length > 0) fail("symlink cannot have CONTENT (strict mode)");
-  } else {
-    if (payload !== null && payload.length >= PATH_MAX)
-      fail(`PAYLOAD is ${payload.length} bytes, limit ${PATH_MAX - 1}`);
-    if (content !== null && content.length > INLINE_CONTENT_MAX)
-      fail(`inline content size ${content.length} exceeds maximum ${INLINE_CONTENT_MAX}`);
-  }
-  // An empty CONTENT is no content (lcfs_node_set_content stores NULL for 0 bytes).
-  const inline = content !== null && content.length > 0 ? content : null;
-  if (type === S_IFREG && inline === null && size > BigInt(FILE_SIZE_MAX))
-    fail(`file too large: SIZE ${size} exceeds ${FILE_SIZE_MAX}`);
-
-  if (rest.length > XATTR_TEXT_MAX)
-    fail(`too many xattrs: ${rest.length} bytes after DIGEST, limit ${XATTR_TEXT_MAX}`);
-  const budget: XattrBudget = { size: 0 };
-  let r = 0;
-  while (r < rest.length) {
-    let sp = rest.indexOf(" ", r);
-    if (sp < 0) sp = rest.length;
-    parseXattr(rest.slice(r, sp), stat.xattrs, budget, fail, unescape);
-    r = sp + 1;
-  }
-
-  if (!isDirectory(node)) {
-    node.nlink = nlink;
-    node.content = leafContent(type, Number(size), inline, payload, digest, rdev);
-  }
-  return root;
-}
-
-function leafContent(
-  type: number,
-  size: number,
-  inline: ByteString | null,
-  payload: ByteString | null,
-  digest: string | undefined,
-  rdev: number,
-): LeafContent {
-  switch (type) {
-    case S_IFREG: {
-      const c: LeafContent = { type: "reg", size: inline !== null ? inline.length : size };
-      if (inline !== null) c.inline = Buffer.from(inline, "latin1");
-      if (digest !== undefined) c.digest = digest;
-      if (payload !== null && payload !== "") c.payload = payload;
-      return c;
-    }
-    case S_IFLNK:
-      return { type: "symlink", target: payload as ByteString };
-    case S_IFCHR:
-      return { type: "chr", rdev };
-    case S_IFBLK:
-      return { type: "blk", rdev };
-    case S_IFIFO:
-      return { type: "fifo" };
-    default:
-      return { type: "sock" };
-  }
-}
-
-function parseXattr(
-  token: string,
-  xattrs: Map<ByteString, Buffer>,
-  budget: XattrBudget,
-  fail: (problem: string) => never,
-  unescape: (field: string, what: string) => ByteString,
-): void {
-  const eq = token.indexOf("=");
-  if (eq < 0) fail(`missing = in xattr ${JSON.stringify(token)}`);
-  const key = cString(unescape(token.slice(0, eq), "xattr key"));
-  const value = unescape(token.slice(eq + 1), "xattr value");
-  if (key === "") fail("empty xattr key");
-  if (key.length > XATTR_NAME_MAX) fail(`xattr key is ${key.length} bytes, limit ${XATTR_NAME_MAX}`);
-  if (value.length > XATTR_VALUE_MAX)
-    fail(`xattr ${escapeField(key)} value is ${value.length} bytes, limit ${XATTR_VALUE_MAX}`);
-  // lcfs_node_set_xattr: replacing a key first removes the old entry; each entry costs 7 + key + value bytes
-  // (worst-case padding), the first one also the 12-byte body header.
-  const old = xattrs.get(key);
-  if (old !== undefined) {
-    xattrs.delete(key);
-    budget.size = xattrs.size > 0 ? budget.size - (7 + key.length + old.length) : 0;
-  }
-  const cost = 7 + key.length + value.length + (xattrs.size === 0 ? 12 : 0);
-  if (budget.size + cost > XATTR_INODE_BUDGET)
-    fail(`xattrs exceed the per-inode limit of ${XATTR_INODE_BUDGET} bytes at ${escapeField(key)}`);
-  budget.size += cost;
-  xattrs.set(key, Buffer.from(value, "latin1"));
+/** parseDumpfileFlat, as an object tree (src/tree/tree.ts). */
+export function parseDumpfile(input: Buffer, opts: { strict?: boolean } = {}): FileSystem {
+  return toFileSystem(parseDumpfileFlat(input, opts));
 }
 
 function jsonPath(path: ByteString): string {
   return JSON.stringify(escapeField(path));
-}
-
-/**
- * mkcomposefs's lookup_parent_path: leading and repeated slashes are skipped, every component but the last must
- * exist, the last component (possibly empty after a trailing slash) is the new name.
- */
-function lookupParent(root: Directory, path: ByteString): { parent: Inode; name: ByteString } | null {
-  let node: Inode = root;
-  let i = 0;
-  for (;;) {
-    while (path[i] === "/") i++;
-    const slash = path.indexOf("/", i);
-    if (slash < 0) return { parent: node, name: path.slice(i) };
-    const child: Inode | undefined = isDirectory(node) ? node.entries.get(path.slice(i, slash)) : undefined;
-    if (child === undefined) return null;
-    node = child;
-    i = slash;
-  }
-}
-
-/** mkcomposefs's lookup_path (hardlink targets): slashes skipped, every component must exist. */
-function lookupPath(root: Directory, path: ByteString): Located | null {
-  let cur: Located = { node: root, parent: null, name: "" };
-  let i = 0;
-  for (;;) {
-    while (path[i] === "/") i++;
-    if (i >= path.length) return cur;
-    let slash = path.indexOf("/", i);
-    if (slash < 0) slash = path.length;
-    const name = path.slice(i, slash);
-    const child = isDirectory(cur.node) ? cur.node.entries.get(name) : undefined;
-    if (child === undefined) return null;
-    cur = { node: child, parent: cur.node as Directory, name };
-    i = slash;
-  }
-}
-
-/**
- * Point every `@` entry at its target's leaf (following `@` chains), after the whole file is read. The target
- * keeps its own NLINK; the leaf records the non-`@` entry as its primary.
- */
-function resolveHardlinks(root: Directory, fixups: Map<Leaf, HardlinkFixup>): void {
-  const resolved = new Map<Leaf, Located>();
-  const resolve = (start: Leaf): Located => {
-    const done = resolved.get(start);
-    if (done) return done;
-    const chain = new Set<Leaf>();
-    let cur = start;
-    let result: Located;
-    for (;;) {
-      const fix = fixups.get(cur) as HardlinkFixup;
-      const fail = (problem: string): never => {
-        throw new DumpfileError(fix.line, problem);
-      };
-      chain.add(cur);
-      if (fix.target === null) return fail("hardlink without a target path (PAYLOAD is -)");
-      const t = lookupPath(root, fix.target);
-      if (t === null) return fail(`hardlink target ${jsonPath(fix.target)} does not exist`);
-      if (t.node === cur) return fail(`self-referential hardlink ${jsonPath(fix.target)}`);
-      if (isDirectory(t.node)) return fail(`hardlink target ${jsonPath(fix.target)} is a directory`);
-      const known = resolved.get(t.node);
-      if (known) {
-        result = known;
-        break;
-      }
-      if (!fixups.has(t.node)) {
-        result = t;
-        break;
-      }
-      if (chain.has(t.node)) return fail(`hardlink cycle through ${jsonPath(fix.target)}`);
-      cur = t.node;
-    }
-    for (const l of chain) resolved.set(l, result);
-    return result;
-  };
-  // Resolve everything first: lookups must see the placeholders, not leaves already linked under @ names.
-  const targets = [...fixups.keys()].map((placeholder) => resolve(placeholder));
-  let i = 0;
-  for (const fix of fixups.values()) {
-    const target = targets[i++];
-    const leaf = target.node as Leaf;
-    fix.parent.entries.set(fix.name, leaf);
-    leaf.primary = { parent: target.parent as Directory, name: target.name };
-  }
 }
 
 // ---- writing ---------------------------------------------------------------------------------------------------

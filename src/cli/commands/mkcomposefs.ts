@@ -4,12 +4,13 @@
 import type { Command } from "commander";
 import * as fs from "node:fs";
 import { StratumError, ioError } from "../../errors.ts";
-import { parseDumpfile } from "../../format/dumpfile.ts";
+import { parseDumpfileFlat } from "../../format/dumpfile.ts";
 import { writeErofs } from "../../format/erofs/writer.ts";
 import { fsverityDigest } from "../../format/fsverity.ts";
 import { SHA256 } from "../../format/object-id.ts";
 import { ObjectStore } from "../../repo/objects.ts";
 import { readDirectory, type ObjectSink } from "../../tree/from-dir.ts";
+import type { FlatTree } from "../../tree/flat.ts";
 import type { FileSystem } from "../../tree/tree.ts";
 import { writeFileAtomic } from "../atomic-file.ts";
 import { out } from "../context.ts";
@@ -32,7 +33,7 @@ function version(text: string, what: string): 0 | 1 {
   throw new StratumError("E_USAGE", `${what} must be 0 or 1, not "${text}"`);
 }
 
-function readSource(source: string, opts: Options): FileSystem {
+function readSource(source: string, opts: Options): FileSystem | FlatTree {
   if (opts.fromFile) {
     let text: Buffer;
     try {
@@ -41,7 +42,7 @@ function readSource(source: string, opts: Options): FileSystem {
       throw new StratumError("E_NOT_FOUND", ioError(err, `cannot read ${source}`).message);
     }
     try {
-      return parseDumpfile(text, { strict: process.env.CFS_PARSE_STRICT === "1" });
+      return parseDumpfileFlat(text, { strict: process.env.CFS_PARSE_STRICT === "1" });
     } catch (err) {
       if (err instanceof StratumError)
         throw new StratumError(err.code, `${source === "-" ? "standard input" : source}: ${err.message}`);

@@ -269,7 +269,7 @@ export function putU32(buf: Buffer, off: number, v: number): void {
 /** Copy the byte string `s` from `start` into `buf` at `off` (one byte per char); returns the end offset. */
 export function putLatin1(buf: Buffer, off: number, s: string, start: number): number {
   const n = s.length - start;
-  if (n > 64) return off + buf.write(start === 0 ? s : s.slice(start), off, "latin1");
+  if (n > 512) return off + buf.write(start === 0 ? s : s.slice(start), off, "latin1");
   for (let i = 0; i < n; i++) buf[off + i] = s.charCodeAt(start + i);
   return off + n;
 }

@@ -10,7 +10,19 @@
 // zero-filled Buffer. The input tree is never modified.
 
 import { StratumError } from "../../errors.ts";
-import { Directory, Leaf, type FileSystem, type Inode } from "../../tree/tree.ts";
+import {
+  FlatTree,
+  T_BLK,
+  T_CHR,
+  T_DIR,
+  T_FIFO,
+  T_LNK,
+  T_REG,
+  T_SOCK,
+  findChild,
+  fromFileSystem,
+} from "../../tree/flat.ts";
+import type { FileSystem } from "../../tree/tree.ts";
 import {
   FILE_SIZE_MAX,
   NAME_MAX,
@@ -81,12 +93,6 @@ const FILE_TYPE = [
 ];
 const TYPE_BITS = [0o040000, 0o100000, 0o100000, 0o100000, 0o120000, 0o020000, 0o060000, 0o010000, 0o140000];
 
-// Directory entry kinds.
-const E_CHILD = 0;
-const E_DOT = 1;
-const E_DOTDOT = 2;
-const E_STUB = 3;
-
 const TRUSTED_OVERLAY = "trusted.overlay.";
 const ESCAPED_PREFIX = "trusted.overlay.overlay.";
 const METACOPY = "trusted.overlay.metacopy";
@@ -137,16 +143,17 @@ interface Layout {
   entName: string[];
   entTarget: Int32Array;
   // Per inode (index = BFS index).
-  obj: (Inode | null)[];
+  /** Symlink target or inline content. */
+  data: (string | undefined)[];
   kind: Uint8Array;
   mode: Uint16Array;
-  nlink: number[];
-  uid: number[];
-  gid: number[];
-  mtSec: number[];
-  mtNsec: number[];
-  size: number[];
-  rdev: number[];
+  nlink: Uint32Array;
+  uid: Uint32Array;
+  gid: Uint32Array;
+  mtSec: Float64Array;
+  mtNsec: Uint32Array;
+  size: Float64Array;
+  rdev: Uint32Array;
   entStart: Int32Array;
   entEnd: Int32Array;
   xaStart: Int32Array;
@@ -191,298 +198,268 @@ function checkName(name: string): void {
 const STUB_NAMES: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 /**
- * ass 1: lay the image out. The returned plan holds compact arrays proportional to the metadata; emit it
- * with mitErofs(). Throws StratumError E_BAD_INPUT for trees that cannot be written (invalid names,
+ * Pass 1: lay the image out. The returned plan holds compact arrays proportional to the metadata; emit it
+ * with emitErofs(). Throws StratumError E_BAD_INPUT for trees that cannot be written (invalid names,
  * too-large files or attrs, shared or cyclic directories).
  */
-export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan {
-  const root = fs.root;
+export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {}): ErofsPlan {
+  const t = input instanceof FlatTree ? input : fromFileSystem(input);
   const minVersion = opts.minVersion ?? 0;
   const maxVersion = Math.max(opts.maxVersion ?? 1, minVersion);
+  const rows = t.length;
+  if (rows === 0 || t.type[0] !== T_DIR) throw bad("the root must be a directory");
+  const index = t.childIndex();
+  if (index.duplicate >= 0) throw bad(`duplicate name ${JSON.stringify(t.path(index.duplicate))}`);
+  for (let r = 1; r < rows; r++) checkName(t.name[r]);
+  const { start: childStart, list: children } = index;
 
-  // ---- A: breadth-first walk over directories, recording sorted entries -----------------------------------
-  const dirs: Directory[] = [root];
-  const dirOrd = new Map<Directory, number>([[root, 0]]);
-  const dirParent: number[] = [0];
-  const dirEntStart: number[] = [];
-  const dirEntEnd: number[] = [];
-  const dirSubdirs: number[] = [];
+  // ---- A: inode order (breadth-first, each directory's entries sorted) and directory entries -------------
+  // Directory entries are the children merged with "." and ".." (and, in the root, the 00…ff stubs).
+  const maxInodes = rows + STUB_NAMES.length;
+  const inoRow = new Int32Array(maxInodes).fill(-1);
+  const rowIno = new Int32Array(rows).fill(-1);
+  const entStart = new Int32Array(maxInodes).fill(-1);
+  const entEnd = new Int32Array(maxInodes).fill(-1);
+  const nlinkDir = new Uint32Array(maxInodes);
+  const hasWhiteoutChild = new Uint8Array(maxInodes);
+  let nDirs = 0;
+  for (let r = 0; r < rows; r++) if (t.type[r] === T_DIR) nDirs++;
+  const maxEnt = rows - 1 + 2 * nDirs + STUB_NAMES.length;
   const entName: string[] = [];
-  const entObj: (Inode | null)[] = [];
-  const entKind: number[] = [];
-  // Every leaf once; leaves met more than once (hard links) also get a count in leafCount.
-  const leaves = new Set<Leaf>();
-  const leafCount = new Map<Leaf, number>();
-  let anyHardlink = false;
+  const entTarget = new Int32Array(maxEnt);
+  const entLink = new Int32Array(maxEnt).fill(-1);
+  const queue = new Int32Array(nDirs);
+  let qEnd = 0;
+  queue[qEnd++] = 0;
+  inoRow[0] = 0;
+  rowIno[0] = 0;
+  let n = 1;
   let anyWhiteout = false;
+  let anyLink = false;
+  const specials: string[] = [];
 
-  for (let d = 0; d < dirs.length; d++) {
-    const dir = dirs[d];
-    const names = Array.from(dir.entries.keys());
-    for (const n of names) checkName(n);
-    names.push(".", "..");
-    if (d === 0) for (const s of STUB_NAMES) if (!dir.entries.has(s)) names.push(s);
-    names.sort();
-    dirEntStart.push(entName.length);
+  for (let q = 0; q < qEnd; q++) {
+    const d = queue[q];
+    const di = rowIno[d];
+    const a = childStart[d];
+    const b = childStart[d + 1];
+    specials.length = 0;
+    specials.push(".", "..");
+    if (d === 0) for (const s of STUB_NAMES) if (findChild(t, index, 0, s) < 0) specials.push(s);
+    entStart[di] = entName.length;
     let subdirs = 0;
-    for (const name of names) {
-      const obj = dir.entries.get(name);
-      entName.push(name);
-      if (obj === undefined) {
-        entObj.push(null);
-        entKind.push(name === "." ? E_DOT : name === ".." ? E_DOTDOT : E_STUB);
-      } else {
-        entObj.push(obj);
-        entKind.push(E_CHILD);
-        if (obj instanceof Directory) {
-          if (dirOrd.has(obj)) throw bad("a directory appears more than once in the tree");
-          dirOrd.set(obj, dirs.length);
-          dirs.push(obj);
-          dirParent.push(d);
-          subdirs++;
-        } else {
-          const before = leaves.size;
-          leaves.add(obj);
-          if (leaves.size !== before) {
-            if (!anyWhiteout && obj.isWhiteout) anyWhiteout = true;
-          } else {
-            leafCount.set(obj, (leafCount.get(obj) ?? 1) + 1);
-            anyHardlink = true;
-          }
-        }
+    let c = a;
+    let s = 0;
+    while (c < b || s < specials.length) {
+      const e = entName.length;
+      if (s < specials.length && (c >= b || specials[s] < t.name[children[c]])) {
+        const name = specials[s++];
+        entName.push(name);
+        if (name === ".") entTarget[e] = di;
+        else if (name === "..") entTarget[e] = d === 0 ? di : rowIno[t.parent[d]];
+        else entTarget[e] = n++; // a stub: inoRow stays -1
+        continue;
+      }
+      const row = children[c++];
+      entName.push(t.name[row]);
+      const owner = t.link[row];
+      if (owner !== -1) {
+        // A hard link: its inode is placed at the owning entry; resolved once every inode has its index.
+        entLink[e] = owner;
+        anyLink = true;
+        continue;
+      }
+      entTarget[e] = n;
+      inoRow[n] = row;
+      rowIno[row] = n;
+      n++;
+      const type = t.type[row];
+      if (type === T_DIR) {
+        queue[qEnd++] = row;
+        subdirs++;
+      } else if (type === T_CHR && t.rdev[row] === 0) {
+        hasWhiteoutChild[di] = 1;
+        anyWhiteout = true;
       }
     }
-    dirEntEnd.push(entName.length);
-    dirSubdirs.push(subdirs);
+    entEnd[di] = entName.length;
+    nlinkDir[di] = 2 + subdirs;
   }
-  const nEnt = entName.length;
-  leaves.clear();
+  if (qEnd !== nDirs) throw bad("a directory is not reachable from the root");
+  if (anyLink) {
+    for (let e = 0; e < entName.length; e++) {
+      if (entLink[e] === -1) continue;
+      const target = rowIno[entLink[e]];
+      if (target < 0) throw bad(`hard link ${JSON.stringify(entName[e])} to an entry outside the tree`);
+      entTarget[e] = target;
+    }
+  }
 
   let version: 0 | 1 = minVersion;
   if (version < 1 && maxVersion >= 1 && anyWhiteout) version = 1;
 
-  // ---- hard links: which entry owns the inode -------------------------------------------------------------
-  // For a leaf in leafCount, the primary entry is leaf.primary when that names an entry of this tree holding
-  // the leaf, otherwise the leaf's first occurrence in depth-first sorted order.
-  let primaryEntry: Map<Leaf, number> | null = null;
-  if (anyHardlink) {
-    primaryEntry = new Map();
-    let needDfs = false;
-    for (const leaf of leafCount.keys()) {
-      const hint = leaf.primary;
-      const ord = hint ? dirOrd.get(hint.parent) : undefined;
-      if (hint && ord !== undefined && hint.parent.entries.get(hint.name) === leaf) {
-        for (let e = dirEntStart[ord]; e < dirEntEnd[ord]; e++)
-          if (entName[e] === hint.name) primaryEntry.set(leaf, e);
-      } else {
-        needDfs = true;
-      }
-    }
-    if (needDfs) {
-      const stackDir: number[] = [0];
-      const stackPos: number[] = [dirEntStart[0]];
-      while (stackDir.length) {
-        const top = stackDir.length - 1;
-        const d = stackDir[top];
-        const e = stackPos[top];
-        if (e >= dirEntEnd[d]) {
-          stackDir.pop();
-          stackPos.pop();
-          continue;
-        }
-        stackPos[top] = e + 1;
-        const obj = entObj[e];
-        if (obj === null) continue;
-        if (obj instanceof Directory) {
-          const sub = dirOrd.get(obj) as number;
-          stackDir.push(sub);
-          stackPos.push(dirEntStart[sub]);
-        } else if (!primaryEntry.has(obj) && leafCount.has(obj)) {
-          primaryEntry.set(obj, e);
-        }
-      }
-    }
-  }
-
-  // ---- B: inode order (BFS), entry targets ----------------------------------------------------------------
-  const obj: (Inode | null)[] = [root];
-  const entTarget = new Int32Array(nEnt);
-  const dirIdx = new Int32Array(dirs.length);
-  const linkIdx = new Map<Leaf, number>();
-  const whiteoutParents: number[] = [];
-  let nextDir = 1;
-  for (let d = 0; d < dirs.length; d++) {
-    const di = dirIdx[d];
-    for (let e = dirEntStart[d]; e < dirEntEnd[d]; e++) {
-      switch (entKind[e]) {
-        case E_DOT:
-          entTarget[e] = di;
-          break;
-        case E_DOTDOT:
-          entTarget[e] = dirIdx[dirParent[d]];
-          break;
-        case E_STUB:
-          entTarget[e] = obj.length;
-          obj.push(null);
-          break;
-        default: {
-          const o = entObj[e] as Inode;
-          if (o instanceof Directory) {
-            dirIdx[nextDir++] = obj.length;
-          } else if (primaryEntry !== null && leafCount.has(o)) {
-            if (primaryEntry.get(o) !== e) {
-              entTarget[e] = -1; // resolved below
-              break;
-            }
-            linkIdx.set(o, obj.length);
-          }
-          if (o instanceof Leaf && o.isWhiteout) whiteoutParents.push(di);
-          entTarget[e] = obj.length;
-          obj.push(o);
-        }
-      }
-    }
-  }
-  if (anyHardlink) {
-    for (let e = 0; e < nEnt; e++)
-      if (entTarget[e] === -1) entTarget[e] = linkIdx.get(entObj[e] as Leaf) as number;
-  }
-  const n = obj.length;
-  const hasWhiteoutChild = new Uint8Array(n);
-  for (const p of whiteoutParents) hasWhiteoutChild[p] = 1;
-
-  // ---- C: per-inode attributes and rewritten xattrs -------------------------------------------------------
+  // ---- B: per-inode attributes and rewritten xattrs -------------------------------------------------------
   const kind = new Uint8Array(n);
   const mode = new Uint16Array(n);
-  const nlink: number[] = new Array<number>(n);
-  const uid: number[] = new Array<number>(n);
-  const gid: number[] = new Array<number>(n);
-  const mtSec: number[] = new Array<number>(n);
-  const mtNsec: number[] = new Array<number>(n);
-  const size: number[] = new Array<number>(n).fill(0);
-  const rdev: number[] = new Array<number>(n).fill(0);
-  const entStart = new Int32Array(n).fill(-1);
-  const entEnd = new Int32Array(n).fill(-1);
-  for (let d = 0; d < dirs.length; d++) {
-    entStart[dirIdx[d]] = dirEntStart[d];
-    entEnd[dirIdx[d]] = dirEntEnd[d];
-  }
+  const nlink = new Uint32Array(n);
+  const uid = new Uint32Array(n);
+  const gid = new Uint32Array(n);
+  const mtSec = new Float64Array(n);
+  const mtNsec = new Uint32Array(n);
+  const size = new Float64Array(n);
+  const rdev = new Uint32Array(n);
+  const data: (string | undefined)[] = new Array<string | undefined>(n);
 
   const xa = new XattrTable();
+  const fromSource = new Int32Array(t.pairKey.length).fill(-1);
+  const metacopyIds = new Map<string, number>();
+  const redirectIds = new Map<string, number>();
+  const fixed = (key: string, value: string): number => xa.intern(key, value);
+  const opaqueRoot = fixed(OPAQUE, "y");
+  const whiteoutMarks = [fixed(ESCAPED_WHITEOUT, ""), fixed(USER_WHITEOUT, "")];
+  const whiteoutDirMarks = [fixed(ESCAPED_WHITEOUTS, ""), fixed(USER_WHITEOUTS, "")];
+  const opaqueDirMarks = [fixed(ESCAPED_OPAQUE, "x"), fixed(USER_OPAQUE, "x")];
+  const metacopyEmpty = fixed(METACOPY, "");
   const xaStart = new Int32Array(n + 1);
-  const xaIdsList: number[] = [];
-  const rootSelinux = root.stat.xattrs.get(SELINUX);
-  const rootSelinuxStr = rootSelinux === undefined ? null : rootSelinux.toString("latin1");
-  let minSec = root.stat.mtimeSec;
-  let minNsec = root.stat.mtimeNsec;
+  let xaIds = new Int32Array(Math.max(1024, n * 2));
+  let xaLen = 0;
+  const ids: number[] = [];
+
+  // Stubs carry the root's SELinux label, if any.
+  let stubLabel = -1;
+  for (let j = t.xattrStart[0], end = j + t.xattrCount[0]; j < end; j++) {
+    const p = t.pairs[j];
+    if (t.pairKey[p] === SELINUX) stubLabel = xa.intern(SELINUX, t.pairValue[p]);
+  }
+  let minSec = t.mtimeSec[0];
+  let minNsec = t.mtimeNsec[0];
   let hasAcl = false;
-  const keys: string[] = [];
-  const vals: string[] = [];
 
   for (let i = 0; i < n; i++) {
-    const o = obj[i];
-    keys.length = 0;
-    vals.length = 0;
-    const st = o === null ? root.stat : o.stat;
+    const row = inoRow[i];
+    ids.length = 0;
     let k: number;
-    if (o === null) {
+    const st = row < 0 ? 0 : row;
+    if (row < 0) {
       // A 00…ff stub: chardev 0:0, mode 0644, the root's owner and mtime (and SELinux label).
       k = K_CHR;
       mode[i] = 0o020644;
       nlink[i] = 1;
-      if (rootSelinuxStr !== null) {
-        keys.push(SELINUX);
-        vals.push(rootSelinuxStr);
-      }
+      if (stubLabel >= 0) ids.push(stubLabel);
     } else {
-      if (st.xattrs.size > 0) {
-        for (const [key, value] of st.xattrs) {
+      for (let j = t.xattrStart[row], end = j + t.xattrCount[row]; j < end; j++) {
+        const p = t.pairs[j];
+        let id = fromSource[p];
+        if (id < 0) {
+          const key = t.pairKey[p];
           if (key.length === 0) throw bad("empty xattr key");
-          keys.push(
+          id = xa.intern(
             key.startsWith(TRUSTED_OVERLAY) ? ESCAPED_PREFIX + key.slice(TRUSTED_OVERLAY.length) : key,
+            t.pairValue[p],
           );
-          vals.push(value.length === 0 ? "" : value.toString("latin1"));
+          fromSource[p] = id;
         }
+        ids.push(id);
       }
-      if (o instanceof Directory) {
-        k = K_DIR;
-        nlink[i] = 2 + dirSubdirs[dirOrd.get(o) as number];
-        if (hasWhiteoutChild[i]) {
-          setXattr(keys, vals, ESCAPED_WHITEOUTS, "");
-          setXattr(keys, vals, USER_WHITEOUTS, "");
-          if (version >= 1) {
-            setXattr(keys, vals, ESCAPED_OPAQUE, "x");
-            setXattr(keys, vals, USER_OPAQUE, "x");
+      const type = t.type[row];
+      switch (type) {
+        case T_DIR:
+          k = K_DIR;
+          nlink[i] = nlinkDir[i];
+          if (hasWhiteoutChild[i]) {
+            setXattr(ids, xa, whiteoutDirMarks[0]);
+            setXattr(ids, xa, whiteoutDirMarks[1]);
+            if (version >= 1) {
+              setXattr(ids, xa, opaqueDirMarks[0]);
+              setXattr(ids, xa, opaqueDirMarks[1]);
+            }
           }
-        }
-        if (i === 0) setXattr(keys, vals, OPAQUE, "y");
-      } else {
-        nlink[i] = o.nlink;
-        const c = o.content;
-        switch (c.type) {
-          case "reg":
-            if (c.inline !== undefined) {
-              if (c.inline.length !== c.size)
-                throw bad(`inline content of ${c.inline.length} bytes but size ${c.size}`);
-              k = c.size > 0 ? K_REG_INLINE : K_REG_EMPTY;
-            } else if (c.size > 0) {
-              if (!Number.isSafeInteger(c.size) || c.size > FILE_SIZE_MAX) throw bad("file too large");
-              k = K_REG_EXTERNAL;
-              let mc = "";
-              if (c.digest !== undefined) {
-                const digest = Buffer.from(c.digest, "hex");
-                if (!(
-                  (digest.length === 32 || digest.length === 64) &&
-                  c.digest.length === 2 * digest.length
-                ))
-                  throw bad(`invalid digest ${c.digest}`);
-                mc =
-                  (digest.length === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER) +
-                  digest.toString("latin1");
+          if (i === 0) setXattr(ids, xa, opaqueRoot);
+          break;
+        case T_REG: {
+          const fileSize = t.size[row];
+          const inline = t.data[row];
+          if (inline !== undefined) {
+            if (inline.length !== fileSize)
+              throw bad(`inline content of ${inline.length} bytes but size ${fileSize}`);
+            k = fileSize > 0 ? K_REG_INLINE : K_REG_EMPTY;
+            if (fileSize > 0) data[i] = inline;
+          } else if (fileSize > 0) {
+            if (!Number.isSafeInteger(fileSize) || fileSize > FILE_SIZE_MAX) throw bad("file too large");
+            k = K_REG_EXTERNAL;
+            const digest = t.digest[row];
+            let mc = metacopyEmpty;
+            if (digest !== undefined) {
+              const known = metacopyIds.get(digest);
+              if (known !== undefined) mc = known;
+              else {
+                const bin = Buffer.from(digest, "hex");
+                if (!((bin.length === 32 || bin.length === 64) && digest.length === 2 * bin.length))
+                  throw bad(`invalid digest ${digest}`);
+                mc = xa.addDistinct(
+                  METACOPY,
+                  (bin.length === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER) +
+                    bin.toString("latin1"),
+                );
+                metacopyIds.set(digest, mc);
               }
-              setXattr(keys, vals, METACOPY, mc);
-              if (c.payload !== undefined && c.payload.length > 0)
-                setXattr(keys, vals, REDIRECT, "/" + c.payload);
-            } else {
-              k = K_REG_EMPTY;
             }
-            size[i] = c.size;
-            break;
-          case "symlink":
-            if (c.target.length === 0) throw bad("empty symlink target");
-            k = K_SYMLINK;
-            size[i] = c.target.length;
-            break;
-          case "chr":
-            if (c.rdev === 0) {
-              // A user whiteout: written as an empty regular file carrying the escaped marker.
-              k = K_REG_EMPTY;
-              setXattr(keys, vals, ESCAPED_WHITEOUT, "");
-              setXattr(keys, vals, USER_WHITEOUT, "");
-            } else {
-              k = K_CHR;
-              rdev[i] = c.rdev;
+            setXattr(ids, xa, mc);
+            const payload = t.payload[row];
+            if (payload !== undefined && payload.length > 0) {
+              let rd = redirectIds.get(payload);
+              if (rd === undefined) {
+                rd = xa.addDistinct(REDIRECT, "/" + payload);
+                redirectIds.set(payload, rd);
+              }
+              setXattr(ids, xa, rd);
             }
-            break;
-          case "blk":
-            k = K_BLK;
-            rdev[i] = c.rdev;
-            break;
-          case "fifo":
-            k = K_FIFO;
-            break;
-          case "sock":
-            k = K_SOCK;
-            break;
+          } else {
+            k = K_REG_EMPTY;
+          }
+          size[i] = fileSize;
+          break;
         }
+        case T_LNK: {
+          const target = t.data[row];
+          if (target === undefined || target.length === 0) throw bad("empty symlink target");
+          k = K_SYMLINK;
+          size[i] = target.length;
+          data[i] = target;
+          break;
+        }
+        case T_CHR:
+          if (t.rdev[row] === 0) {
+            // A user whiteout: written as an empty regular file carrying the escaped marker.
+            k = K_REG_EMPTY;
+            setXattr(ids, xa, whiteoutMarks[0]);
+            setXattr(ids, xa, whiteoutMarks[1]);
+          } else {
+            k = K_CHR;
+            rdev[i] = t.rdev[row];
+          }
+          break;
+        case T_BLK:
+          k = K_BLK;
+          rdev[i] = t.rdev[row];
+          break;
+        case T_FIFO:
+          k = K_FIFO;
+          break;
+        case T_SOCK:
+          k = K_SOCK;
+          break;
+        default:
+          throw bad(`unknown file type ${type} at ${JSON.stringify(t.path(row))}`);
       }
-      mode[i] = TYPE_BITS[k] | (st.mode & 0o7777);
+      if (type !== T_DIR) nlink[i] = t.nlink[row];
+      mode[i] = TYPE_BITS[k] | (t.perm[row] & 0o7777);
     }
     kind[i] = k;
-    uid[i] = st.uid;
-    gid[i] = st.gid;
-    const s = st.mtimeSec;
-    const ns = st.mtimeNsec;
+    uid[i] = t.uid[st];
+    gid[i] = t.gid[st];
+    const s = t.mtimeSec[st];
+    const ns = t.mtimeNsec[st];
     mtSec[i] = s;
     mtNsec[i] = ns;
     if (s < minSec || (s === minSec && ns < minNsec)) {
@@ -490,19 +467,24 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
       minNsec = ns;
     }
 
-    xaStart[i] = xaIdsList.length;
-    const nx = keys.length;
+    xaStart[i] = xaLen;
+    const nx = ids.length;
     if (nx > 0) {
-      if (nx > 1) sortPairs(keys, vals);
+      if (nx > 1) sortIds(ids, xa.keys);
+      if (xaLen + nx > xaIds.length) {
+        const grown = new Int32Array(Math.max(xaIds.length * 2, xaLen + nx));
+        grown.set(xaIds);
+        xaIds = grown;
+      }
       for (let j = 0; j < nx; j++) {
-        const key = keys[j];
-        if (!hasAcl && (key === ACL_ACCESS || key === ACL_DEFAULT)) hasAcl = true;
-        xaIdsList.push(xa.intern(key, vals[j]));
+        const id = ids[j];
+        if (!hasAcl && xa.isAcl(id)) hasAcl = true;
+        xa.use(id);
+        xaIds[xaLen++] = id;
       }
     }
   }
-  xaStart[n] = xaIdsList.length;
-  const xaIds = Int32Array.from(xaIdsList);
+  xaStart[n] = xaLen;
   xa.finish();
 
   // ---- D: placement (§1.5–§1.8) ---------------------------------------------------------------------------
@@ -626,7 +608,7 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
     minNsec,
     entName,
     entTarget,
-    obj,
+    data,
     kind,
     mode,
     nlink,
@@ -669,32 +651,29 @@ export function layoutErofs(fs: FileSystem, opts: ErofsOptions = {}): ErofsPlan 
   };
 }
 
-/**
- * Set key=value in parallel key/value arrays, replacing an existing value (lcfs_node_set_xattr semantics).
- */
-function setXattr(keys: string[], vals: string[], key: string, value: string): void {
-  const i = keys.indexOf(key);
-  if (i === -1) {
-    keys.push(key);
-    vals.push(value);
-  } else {
-    vals[i] = value;
+/** Add pair `id` to an inode's list, replacing a pair with the same key (lcfs_node_set_xattr semantics). */
+function setXattr(ids: number[], xa: XattrTable, id: number): void {
+  const key = xa.keys[id];
+  for (let j = 0; j < ids.length; j++) {
+    if (xa.keys[ids[j]] === key) {
+      ids[j] = id;
+      return;
+    }
   }
+  ids.push(id);
 }
 
-/** Insertion sort of parallel arrays by key (bytewise; keys are unique). Xattr lists are short. */
-function sortPairs(keys: string[], vals: string[]): void {
-  for (let i = 1; i < keys.length; i++) {
-    const k = keys[i];
-    const v = vals[i];
+/** Insertion sort of pair ids by key (bytewise; an inode's keys are unique). Xattr lists are short. */
+function sortIds(ids: number[], keys: string[]): void {
+  for (let i = 1; i < ids.length; i++) {
+    const id = ids[i];
+    const k = keys[id];
     let j = i - 1;
-    while (j >= 0 && keys[j] > k) {
-      keys[j + 1] = keys[j];
-      vals[j + 1] = vals[j];
+    while (j >= 0 && keys[ids[j]] > k) {
+      ids[j + 1] = ids[j];
       j--;
     }
-    keys[j + 1] = k;
-    vals[j + 1] = v;
+    ids[j + 1] = id;
   }
 }
 
@@ -719,7 +698,7 @@ class XattrTable {
   shared: number[] = [];
   sharedSize = 0;
 
-  intern(key: string, value: string): number {
+  private keyEntry(key: string): { info: number; ids: Map<string, number> } {
     let k = this.byKey.get(key);
     if (k === undefined) {
       const { index, prefixLen } = xattrPrefix(key);
@@ -728,19 +707,45 @@ class XattrTable {
       k = { info: bit | (index << 5) | (prefixLen << 8), ids: new Map() };
       this.byKey.set(key, k);
     }
-    const id = k.ids.get(value);
-    if (id !== undefined) {
-      this.counts[id]++;
-      return id;
-    }
+    return k;
+  }
+
+  private push(key: string, info: number, value: string): number {
     if (value.length > 0xffff) throw bad(`xattr value too long: ${value.length} bytes`);
-    const newId = this.keys.length;
+    const id = this.keys.length;
     this.keys.push(key);
     this.vals.push(value);
-    this.counts.push(1);
-    this.info.push(k.info);
+    this.counts.push(0);
+    this.info.push(info);
+    return id;
+  }
+
+  /** The id of a (key, value) pair, interned on first use (not yet counted as used: see use()). */
+  intern(key: string, value: string): number {
+    const k = this.keyEntry(key);
+    const id = k.ids.get(value);
+    if (id !== undefined) return id;
+    const newId = this.push(key, k.info, value);
     k.ids.set(value, newId);
     return newId;
+  }
+
+  /**
+   * A new pair the caller knows to be distinct from every other pair, without the lookup (the per-file
+   * metacopy and redirect values, which the caller deduplicates by digest and payload).
+   */
+  addDistinct(key: string, value: string): number {
+    return this.push(key, this.keyEntry(key).info, value);
+  }
+
+  /** Count one inode using pair `id`; pairs used more than once go to the shared table. */
+  use(id: number): void {
+    this.counts[id]++;
+  }
+
+  isAcl(id: number): boolean {
+    const key = this.keys[id];
+    return key === ACL_ACCESS || key === ACL_DEFAULT;
   }
 
   /** Pick the shared pairs (used by more than one inode) and lay out the table in its (descending) order. */
@@ -911,19 +916,14 @@ export function emitErofs(plan: ErofsPlan, out?: Buffer): Buffer {
       case K_DIR:
         emitDirents(buf, entStart[i], entEnd[i], nb, off, blockOff, entName, entTarget, nid, kind);
         break;
-      case K_SYMLINK: {
-        const o = L.obj[i] as Leaf;
-        const target = o.content.type === "symlink" ? o.content.target : "";
-        putLatin1(buf, nb > 0 ? blockOff : off, target, 0);
+      case K_SYMLINK:
+        putLatin1(buf, nb > 0 ? blockOff : off, L.data[i] ?? "", 0);
         break;
-      }
       case K_REG_INLINE: {
-        const o = L.obj[i] as Leaf;
-        const data = o.content.type === "reg" ? o.content.inline : undefined;
-        if (data === undefined) break;
+        const data = L.data[i] ?? "";
         const blockBytes = Math.min(data.length, nb * BLOCK_SIZE);
-        if (blockBytes > 0) data.copy(buf, blockOff, 0, blockBytes);
-        if (tl > 0) data.copy(buf, off, data.length - tl);
+        if (blockBytes > 0) buf.write(data.slice(0, blockBytes), blockOff, "latin1");
+        if (tl > 0) putLatin1(buf, off, data, data.length - tl);
         break;
       }
       case K_REG_EXTERNAL:
@@ -1014,6 +1014,6 @@ function writeChunk(
 /**
  * Write `fs` as a composefs EROFS image (byte-identical to mkcomposefs 1.0.8 for the same tree and versions).
  */
-export function writeErofs(fs: FileSystem, opts: ErofsOptions = {}): Buffer {
+export function writeErofs(fs: FileSystem | FlatTree, opts: ErofsOptions = {}): Buffer {
   return emitErofs(layoutErofs(fs, opts));
 }
