@@ -1,7 +1,8 @@
-// What every command shares: the global options, opening the repository they name, and output helpers.
+// What the repository commands share: the global options and opening the repository they name.
 
 import type { Command } from "commander";
 import { Repository, defaultRepoPath } from "../repo/repository.ts";
+import { note } from "./output.ts";
 
 export interface GlobalOptions {
   repo?: string;
@@ -32,24 +33,4 @@ export async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promis
   } finally {
     repo.close();
   }
-}
-
-/** A message for the user on stderr. */
-export function note(text: string): void {
-  process.stderr.write(`stratum: ${text}\n`);
-}
-
-export function out(text: string): void {
-  process.stdout.write(text + "\n");
-}
-
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
 }

@@ -4,15 +4,6 @@
 import { Command, CommanderError } from "commander";
 import { readFileSync } from "node:fs";
 import { StratumError } from "../errors.ts";
-import * as cat from "./commands/cat.ts";
-import * as composefsInfo from "./commands/composefs-info.ts";
-import * as createImage from "./commands/create-image.ts";
-import * as fsckCmd from "./commands/fsck.ts";
-import * as gcCmd from "./commands/gc.ts";
-import * as importTar from "./commands/import-tar.ts";
-import * as init from "./commands/init.ts";
-import * as mkcomposefs from "./commands/mkcomposefs.ts";
-
 /** Commands that mirror the C composefs tools exit with status 1 on any error, as those tools do. */
 const C_COMPATIBLE = new Set(["mkcomposefs", "composefs-info"]);
 
@@ -23,7 +14,41 @@ function version(): string {
   return pkg.version;
 }
 
-export function buildProgram(): Command {
+interface CommandModule {
+  register(program: Command): void;
+}
+
+/**
+ * Every command, loaded on demand: a run loads only the module of the command it names (start-up time is most
+ * of a small command's run), `--help` and anything unrecognised load them all.
+ */
+const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+  init: () => import("./commands/init.ts"),
+  "import-tar": () => import("./commands/import-tar.ts"),
+  cat: () => import("./commands/cat.ts"),
+  "create-image": () => import("./commands/create-image.ts"),
+  gc: () => import("./commands/gc.ts"),
+  fsck: () => import("./commands/fsck.ts"),
+  mkcomposefs: () => import("./commands/mkcomposefs.ts"),
+  "composefs-info": () => import("./commands/composefs-info.ts"),
+};
+
+/** Global options that take a value (the command name is the first other non-option argument). */
+const VALUE_OPTIONS = new Set(["--repo"]);
+
+/** The command an argument vector (without node and script) names, when it is a known one. */
+function commandName(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") return undefined;
+    if (VALUE_OPTIONS.has(a)) i++;
+    else if (!a.startsWith("-")) return Object.hasOwn(COMMANDS, a) ? a : undefined;
+  }
+  return undefined;
+}
+
+/** The program with the given commands (default: all). */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command("stratum")
     .description("container image store: OCI images in a composefs repository")
     .version(version(), "-V, --version")
@@ -31,8 +56,8 @@ export function buildProgram(): Command {
     .option("--require-verity", "fail when the repository's filesystem has no fs-verity")
     .showHelpAfterError()
     .exitOverride();
-  for (const c of [init, importTar, cat, createImage, gcCmd, fsckCmd, mkcomposefs, composefsInfo])
-    c.register(program);
+  const names = only === undefined ? Object.keys(COMMANDS) : [only];
+  for (const c of await Promise.all(names.map((name) => COMMANDS[name]()))) c.register(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
@@ -44,7 +69,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   let command = "";
   try {
-    const program = buildProgram();
+    const program = await buildProgram(commandName(argv.slice(2)));
     program.hook("preAction", (_program, action) => {
       command = action.name();
     });

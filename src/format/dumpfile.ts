@@ -382,10 +382,10 @@ class DumpfileParser {
         return fail(lineNo, `root line missing: the first line must be "/", not ${jsonPath(path)}`);
       const slash = path.lastIndexOf("/");
       const name = path.slice(slash + 1);
-      const prefix = slash < 0 ? "" : path.slice(0, slash);
       let parent: number;
-      if (prefix === this.lastPrefix) parent = this.lastParent;
+      if (slash === this.lastPrefix.length && path.startsWith(this.lastPrefix)) parent = this.lastParent;
       else {
+        const prefix = slash < 0 ? "" : path.slice(0, slash);
         parent = this.findParent(path, prefix, lineNo);
         this.lastPrefix = prefix;
         this.lastParent = parent;
@@ -465,7 +465,7 @@ class DumpfileParser {
 
     if (type === T_LNK) {
       if (payload === null || payload === "") fail(lineNo, "symlink target is empty");
-      const target = payload as string;
+      const target = payload;
       if (target.length >= PATH_MAX)
         fail(lineNo, `symlink target is ${target.length} bytes, limit ${PATH_MAX - 1}`);
       if (strict && BigInt(size) !== BigInt(target.length))

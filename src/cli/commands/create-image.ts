@@ -4,7 +4,8 @@
 import type { Command } from "commander";
 import { commitImage } from "../../repo/images.ts";
 import { readDirectory } from "../../tree/from-dir.ts";
-import { formatBytes, out, withRepo } from "../context.ts";
+import { withRepo } from "../context.ts";
+import { formatBytes, out } from "../output.ts";
 
 export function register(program: Command): void {
   program

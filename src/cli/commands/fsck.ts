@@ -3,7 +3,8 @@
 import type { Command } from "commander";
 import { StratumError } from "../../errors.ts";
 import { fsck } from "../../repo/fsck.ts";
-import { formatBytes, out, withRepo } from "../context.ts";
+import { withRepo } from "../context.ts";
+import { formatBytes, out } from "../output.ts";
 
 export function register(program: Command): void {
   program

@@ -2,7 +2,8 @@
 
 import type { Command } from "commander";
 import { gc } from "../../repo/gc.ts";
-import { formatBytes, note, out, withRepo } from "../context.ts";
+import { withRepo } from "../context.ts";
+import { formatBytes, note, out } from "../output.ts";
 
 export function register(program: Command): void {
   program

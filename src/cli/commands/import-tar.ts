@@ -5,7 +5,8 @@ import * as fs from "node:fs";
 import { StratumError, ioError } from "../../errors.ts";
 import { ingestLayer } from "../../oci/layer-ingest.ts";
 import { checkRefName } from "../../repo/refnames.ts";
-import { out, withRepo } from "../context.ts";
+import { withRepo } from "../context.ts";
+import { out } from "../output.ts";
 
 export function register(program: Command): void {
   program

@@ -3,7 +3,8 @@
 import type { Command } from "commander";
 import { parseAlgorithm } from "../../format/object-id.ts";
 import { Repository } from "../../repo/repository.ts";
-import { globalOptions, note, out, repoPath } from "../context.ts";
+import { globalOptions, repoPath } from "../context.ts";
+import { note, out } from "../output.ts";
 
 export function register(program: Command): void {
   program

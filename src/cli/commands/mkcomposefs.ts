@@ -7,13 +7,11 @@ import { StratumError, ioError } from "../../errors.ts";
 import { parseDumpfileFlat } from "../../format/dumpfile.ts";
 import { writeErofs } from "../../format/erofs/writer.ts";
 import { fsverityDigest } from "../../format/fsverity.ts";
-import { SHA256 } from "../../format/object-id.ts";
-import { ObjectStore } from "../../repo/objects.ts";
-import { readDirectory, type ObjectSink } from "../../tree/from-dir.ts";
+import type { ObjectSink } from "../../tree/from-dir.ts";
 import type { FlatTree } from "../../tree/flat.ts";
 import type { FileSystem } from "../../tree/tree.ts";
 import { writeFileAtomic } from "../atomic-file.ts";
-import { out } from "../context.ts";
+import { out } from "../output.ts";
 
 interface Options {
   fromFile?: boolean;
@@ -33,7 +31,7 @@ function version(text: string, what: string): 0 | 1 {
   throw new StratumError("E_USAGE", `${what} must be 0 or 1, not "${text}"`);
 }
 
-function readSource(source: string, opts: Options): FileSystem | FlatTree {
+async function readSource(source: string, opts: Options): Promise<FileSystem | FlatTree> {
   if (opts.fromFile) {
     let text: Buffer;
     try {
@@ -51,6 +49,12 @@ function readSource(source: string, opts: Options): FileSystem | FlatTree {
   }
   if (opts.userXattrs && opts.skipXattrs)
     throw new StratumError("E_USAGE", "--skip-xattrs and --user-xattrs cannot be used together");
+  // Directory mode only: loaded here so that the dumpfile path starts faster.
+  const [{ SHA256 }, { ObjectStore }, { readDirectory }] = await Promise.all([
+    import("../../format/object-id.ts"),
+    import("../../repo/objects.ts"),
+    import("../../tree/from-dir.ts"),
+  ]);
   let sink: ObjectSink | undefined;
   if (opts.digestStore) {
     const store = new ObjectStore(opts.digestStore, SHA256, "insecure");
@@ -82,12 +86,12 @@ export function register(program: Command): void {
     .option("--skip-xattrs", "directory mode: leave out all xattrs")
     .option("--user-xattrs", "directory mode: keep only user.* xattrs")
     .option("--threads <n>", "accepted for compatibility; stratum uses one thread")
-    .action((source: string, image: string | undefined, opts: Options) => {
+    .action(async (source: string, image: string | undefined, opts: Options) => {
       const minVersion = version(opts.minVersion, "--min-version");
       const maxVersion = version(opts.maxVersion, "--max-version");
       if (minVersion > maxVersion) throw new StratumError("E_USAGE", "--min-version is above --max-version");
       if (!image && !opts.printDigestOnly) throw new StratumError("E_USAGE", "missing IMAGE argument");
-      const tree = readSource(source, opts);
+      const tree = await readSource(source, opts);
       const bytes = writeErofs(tree, { minVersion, maxVersion });
       if (!opts.printDigestOnly && image) writeFileAtomic(image, bytes);
       if (opts.printDigest || opts.printDigestOnly) out(fsverityDigest(bytes).toString("hex"));

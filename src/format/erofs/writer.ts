@@ -21,6 +21,7 @@ import {
   T_SOCK,
   findChild,
   fromFileSystem,
+  type ChildIndex,
 } from "../../tree/flat.ts";
 import type { FileSystem } from "../../tree/tree.ts";
 import {
@@ -168,6 +169,7 @@ interface Layout {
   // Distinct xattr (key, value) pairs.
   dKey: string[];
   dVal: string[];
+  dEnc: number[];
   dIndex: Uint8Array;
   dPrefixLen: Uint16Array;
   dBit: Uint8Array;
@@ -189,10 +191,13 @@ function ilog2(x: number): number {
 }
 
 function checkName(name: string): void {
-  if (name.length === 0 || name.length > NAME_MAX || name === "." || name === "..")
-    throw bad(`invalid file name ${JSON.stringify(name)}`);
-  if (name.indexOf("/") !== -1 || name.indexOf("\0") !== -1)
-    throw bad(`invalid file name ${JSON.stringify(name)}`);
+  const n = name.length;
+  let ok = n > 0 && n <= NAME_MAX && name !== "." && name !== "..";
+  for (let i = 0; ok && i < n; i++) {
+    const c = name.charCodeAt(i);
+    ok = c !== 0x2f && c !== 0;
+  }
+  if (!ok) throw bad(`invalid file name ${JSON.stringify(name)}`);
 }
 
 const STUB_NAMES: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -206,14 +211,98 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
   const t = input instanceof FlatTree ? input : fromFileSystem(input);
   const minVersion = opts.minVersion ?? 0;
   const maxVersion = Math.max(opts.maxVersion ?? 1, minVersion);
-  const rows = t.length;
-  if (rows === 0 || t.type[0] !== T_DIR) throw bad("the root must be a directory");
+  if (t.length === 0 || t.type[0] !== T_DIR) throw bad("the root must be a directory");
   const index = t.childIndex();
   if (index.duplicate >= 0) throw bad(`duplicate name ${JSON.stringify(t.path(index.duplicate))}`);
-  for (let r = 1; r < rows; r++) checkName(t.name[r]);
-  const { start: childStart, list: children } = index;
+  checkNames(t);
 
-  // ---- A: inode order (breadth-first, each directory's entries sorted) and directory entries -------------
+  const order = orderInodes(t, index);
+  let version: 0 | 1 = minVersion;
+  if (version < 1 && maxVersion >= 1 && order.anyWhiteout) version = 1;
+  const attrs = inodeAttributes(t, order, version);
+  const place = placeInodes(order, attrs);
+  if (place.nid[0] >= 0x10000) throw bad("root nid does not fit in 16 bits");
+
+  const { xa } = attrs;
+  const layout: Layout = {
+    version,
+    hasAcl: attrs.hasAcl,
+    minSec: attrs.minSec,
+    minNsec: attrs.minNsec,
+    entName: order.entName,
+    entTarget: order.entTarget,
+    data: attrs.data,
+    kind: attrs.kind,
+    mode: attrs.mode,
+    nlink: attrs.nlink,
+    uid: attrs.uid,
+    gid: attrs.gid,
+    mtSec: attrs.mtSec,
+    mtNsec: attrs.mtNsec,
+    size: attrs.size,
+    rdev: attrs.rdev,
+    entStart: order.entStart,
+    entEnd: order.entEnd,
+    xaStart: attrs.xaStart,
+    xaIds: attrs.xaIds,
+    nid: place.nid,
+    nBlocks: place.nBlocks,
+    tail: place.tail,
+    compact: place.compact,
+    xsz: place.xsz,
+    relBlock: place.relBlock,
+    chunkFormat: place.chunkFormat,
+    dKey: xa.keys,
+    dVal: xa.vals,
+    dEnc: xa.enc,
+    dIndex: xa.dIndex,
+    dPrefixLen: xa.dPrefixLen,
+    dBit: xa.dBit,
+    dShared: xa.dShared,
+    dOffset: xa.dOffset,
+    shared: xa.shared,
+    sharedSize: xa.sharedSize,
+  };
+  return {
+    totalSize: place.totalSize,
+    version,
+    inodeCount: order.n,
+    rootNid: place.nid[0],
+    inodesEnd: place.inodesEnd,
+    dataStart: place.dataStart,
+    dataBlocks: place.dataBlocks,
+    _l: layout,
+  };
+}
+
+function checkNames(t: FlatTree): void {
+  for (let r = 1; r < t.length; r++) checkName(t.name[r]);
+}
+
+/** What pass 1 step A decides: inode numbers and every directory's entries. */
+interface InodeOrder {
+  /** Number of inodes. */
+  n: number;
+  /** Per inode: its row in the flat tree, or -1 for a 00…ff stub. */
+  inoRow: Int32Array;
+  entStart: Int32Array;
+  entEnd: Int32Array;
+  /** Per directory inode: 2 + its subdirectories. */
+  nlinkDir: Uint32Array;
+  hasWhiteoutChild: Uint8Array;
+  entName: string[];
+  entTarget: Int32Array;
+  anyWhiteout: boolean;
+}
+
+/**
+ * Step A: inode order (breadth-first, each directory's entries sorted) and directory entries, which are the
+ * children merged with "." and ".." (and, in the root, the 00…ff stubs). A hard link's entry points at the
+ * inode of the row owning it, placed where that row's entry is.
+ */
+function orderInodes(t: FlatTree, index: ChildIndex): InodeOrder {
+  const rows = t.length;
+  const { start: childStart, list: children } = index;
   // Directory entries are the children merged with "." and ".." (and, in the root, the 00…ff stubs).
   const maxInodes = rows + STUB_NAMES.length;
   const inoRow = new Int32Array(maxInodes).fill(-1);
@@ -222,8 +311,7 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
   const entEnd = new Int32Array(maxInodes).fill(-1);
   const nlinkDir = new Uint32Array(maxInodes);
   const hasWhiteoutChild = new Uint8Array(maxInodes);
-  let nDirs = 0;
-  for (let r = 0; r < rows; r++) if (t.type[r] === T_DIR) nDirs++;
+  const nDirs = countDirectories(t);
   const maxEnt = rows - 1 + 2 * nDirs + STUB_NAMES.length;
   const entName: string[] = [];
   const entTarget = new Int32Array(maxEnt);
@@ -286,19 +374,57 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
     nlinkDir[di] = 2 + subdirs;
   }
   if (qEnd !== nDirs) throw bad("a directory is not reachable from the root");
-  if (anyLink) {
-    for (let e = 0; e < entName.length; e++) {
-      if (entLink[e] === -1) continue;
-      const target = rowIno[entLink[e]];
-      if (target < 0) throw bad(`hard link ${JSON.stringify(entName[e])} to an entry outside the tree`);
-      entTarget[e] = target;
-    }
+  if (anyLink) resolveLinks(entName, entTarget, entLink, rowIno);
+  return { n, inoRow, entStart, entEnd, nlinkDir, hasWhiteoutChild, entName, entTarget, anyWhiteout };
+}
+
+function countDirectories(t: FlatTree): number {
+  let nDirs = 0;
+  for (let r = 0; r < t.length; r++) if (t.type[r] === T_DIR) nDirs++;
+  return nDirs;
+}
+
+function resolveLinks(
+  entName: string[],
+  entTarget: Int32Array,
+  entLink: Int32Array,
+  rowIno: Int32Array,
+): void {
+  for (let e = 0; e < entName.length; e++) {
+    if (entLink[e] === -1) continue;
+    const target = rowIno[entLink[e]];
+    if (target < 0) throw bad(`hard link ${JSON.stringify(entName[e])} to an entry outside the tree`);
+    entTarget[e] = target;
   }
+}
 
-  let version: 0 | 1 = minVersion;
-  if (version < 1 && maxVersion >= 1 && anyWhiteout) version = 1;
+/** What step B computes per inode: the inode fields and the rewritten, interned xattrs. */
+interface InodeAttributes {
+  kind: Uint8Array;
+  mode: Uint16Array;
+  nlink: Uint32Array;
+  uid: Uint32Array;
+  gid: Uint32Array;
+  mtSec: Float64Array;
+  mtNsec: Uint32Array;
+  size: Float64Array;
+  rdev: Uint32Array;
+  data: (string | undefined)[];
+  xa: XattrTable;
+  xaStart: Int32Array;
+  xaIds: Int32Array;
+  hasAcl: boolean;
+  minSec: number;
+  minNsec: number;
+}
 
-  // ---- B: per-inode attributes and rewritten xattrs -------------------------------------------------------
+/**
+ * Step B: per-inode attributes and the overlay rewrites of §1.4 (escaped trusted.overlay.* keys,
+ * metacopy/redirect, escaped whiteouts, the whiteout-directory and root markers), with every (key, value) pair
+ * interned and counted to pick the shared ones.
+ */
+function inodeAttributes(t: FlatTree, order: InodeOrder, version: 0 | 1): InodeAttributes {
+  const { n, inoRow, nlinkDir, hasWhiteoutChild } = order;
   const kind = new Uint8Array(n);
   const mode = new Uint16Array(n);
   const nlink = new Uint32Array(n);
@@ -393,14 +519,8 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
               const known = metacopyIds.get(digest);
               if (known !== undefined) mc = known;
               else {
-                const bin = Buffer.from(digest, "hex");
-                if (!((bin.length === 32 || bin.length === 64) && digest.length === 2 * bin.length))
-                  throw bad(`invalid digest ${digest}`);
-                mc = xa.addDistinct(
-                  METACOPY,
-                  (bin.length === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER) +
-                    bin.toString("latin1"),
-                );
+                if (!isDigestHex(digest)) throw bad(`invalid digest ${digest}`);
+                mc = xa.addMetacopy(digest);
                 metacopyIds.set(digest, mc);
               }
             }
@@ -409,7 +529,7 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
             if (payload !== undefined && payload.length > 0) {
               let rd = redirectIds.get(payload);
               if (rd === undefined) {
-                rd = xa.addDistinct(REDIRECT, "/" + payload);
+                rd = xa.addRedirect(payload);
                 redirectIds.set(payload, rd);
               }
               setXattr(ids, xa, rd);
@@ -486,8 +606,45 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
   }
   xaStart[n] = xaLen;
   xa.finish();
+  return {
+    kind,
+    mode,
+    nlink,
+    uid,
+    gid,
+    mtSec,
+    mtNsec,
+    size,
+    rdev,
+    data,
+    xa,
+    xaStart,
+    xaIds,
+    hasAcl,
+    minSec,
+    minNsec,
+  };
+}
 
-  // ---- D: placement (§1.5–§1.8) ---------------------------------------------------------------------------
+/** Where step C puts every inode and data block. */
+interface Placement {
+  nid: Float64Array;
+  nBlocks: Int32Array;
+  tail: Int32Array;
+  compact: Uint8Array;
+  xsz: Int32Array;
+  relBlock: Int32Array;
+  chunkFormat: Uint8Array;
+  inodesEnd: number;
+  dataStart: number;
+  dataBlocks: number;
+  totalSize: number;
+}
+
+/** Step C: placement (§1.5–§1.8): compact or extended inodes, xattr bodies, inline tails, data blocks. */
+function placeInodes(order: InodeOrder, attrs: InodeAttributes): Placement {
+  const { n, entStart, entEnd, entName } = order;
+  const { kind, nlink, uid, gid, mtSec, mtNsec, size, xa, xaStart, xaIds, minSec, minNsec } = attrs;
   const nid = new Float64Array(n);
   const nBlocks = new Int32Array(n);
   const tail = new Int32Array(n);
@@ -599,29 +756,8 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
   const inodesEnd = roundUp(pos, SLOT_SIZE);
   const dataStart = roundUp(inodesEnd + xa.sharedSize, BLOCK_SIZE);
   const totalSize = dataStart + dataBlocks * BLOCK_SIZE;
-  if (nid[0] >= 0x10000) throw bad("root nid does not fit in 16 bits");
 
-  const layout: Layout = {
-    version,
-    hasAcl,
-    minSec,
-    minNsec,
-    entName,
-    entTarget,
-    data,
-    kind,
-    mode,
-    nlink,
-    uid,
-    gid,
-    mtSec,
-    mtNsec,
-    size,
-    rdev,
-    entStart,
-    entEnd,
-    xaStart,
-    xaIds,
+  return {
     nid,
     nBlocks,
     tail,
@@ -629,25 +765,10 @@ export function layoutErofs(input: FileSystem | FlatTree, opts: ErofsOptions = {
     xsz,
     relBlock,
     chunkFormat,
-    dKey: xa.keys,
-    dVal: xa.vals,
-    dIndex: xa.dIndex,
-    dPrefixLen: xa.dPrefixLen,
-    dBit: xa.dBit,
-    dShared,
-    dOffset: xa.dOffset,
-    shared: xa.shared,
-    sharedSize: xa.sharedSize,
-  };
-  return {
-    totalSize,
-    version,
-    inodeCount: n,
-    rootNid: nid[0],
     inodesEnd,
     dataStart,
     dataBlocks,
-    _l: layout,
+    totalSize,
   };
 }
 
@@ -677,12 +798,54 @@ function sortIds(ids: number[], keys: string[]): void {
   }
 }
 
+// How a pair's value is held: the bytes themselves (as a byte string), a metacopy value given by its digest in
+// hex, or a redirect given by its payload (the value is `/` + payload).
+const V_PLAIN = 0;
+const V_METACOPY = 1;
+const V_REDIRECT = 2;
+
+function valueLength(value: string, enc: number): number {
+  if (enc === V_METACOPY) return 4 + value.length / 2;
+  if (enc === V_REDIRECT) return 1 + value.length;
+  return value.length;
+}
+
+/** The value's bytes as a byte string (only for the rare comparison across encodings). */
+function valueBytes(value: string, enc: number): string {
+  if (enc === V_METACOPY)
+    return metacopyHeader(value.length / 2) + Buffer.from(value, "hex").toString("latin1");
+  if (enc === V_REDIRECT) return "/" + value;
+  return value;
+}
+
+/** The value of a lowercase hex digit (validated by isDigestHex before it gets here). */
+function hexDigit(c: number): number {
+  return c <= 0x39 ? c - 0x30 : c - 0x57;
+}
+
+function metacopyHeader(digestSize: number): string {
+  return digestSize === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER;
+}
+
+/** A digest in lowercase hex, 64 (SHA-256) or 128 (SHA-512) digits. */
+function isDigestHex(s: string): boolean {
+  if (s.length !== 64 && s.length !== 128) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
 /**
  * Distinct (key, value) xattr pairs with their use counts, entry sizes, filter bits and shared-table offsets.
  */
 class XattrTable {
   readonly keys: string[] = [];
+  /** Values, encoded as `enc` says. */
   readonly vals: string[] = [];
+  /** Per pair: V_PLAIN, V_METACOPY or V_REDIRECT. */
+  readonly enc: number[] = [];
   /** key → (value → pair id); two levels so that no combined string is built per lookup. */
   private readonly byKey = new Map<string, { info: number; ids: Map<string, number> }>();
   private readonly counts: number[] = [];
@@ -710,11 +873,12 @@ class XattrTable {
     return k;
   }
 
-  private push(key: string, info: number, value: string): number {
-    if (value.length > 0xffff) throw bad(`xattr value too long: ${value.length} bytes`);
+  private push(key: string, info: number, value: string, enc = V_PLAIN): number {
+    if (valueLength(value, enc) > 0xffff) throw bad(`xattr value too long: ${value.length} bytes`);
     const id = this.keys.length;
     this.keys.push(key);
     this.vals.push(value);
+    this.enc.push(enc);
     this.counts.push(0);
     this.info.push(info);
     return id;
@@ -731,11 +895,15 @@ class XattrTable {
   }
 
   /**
-   * A new pair the caller knows to be distinct from every other pair, without the lookup (the per-file
-   * metacopy and redirect values, which the caller deduplicates by digest and payload).
+   * New per-file pairs, which the caller deduplicates (by digest, by payload) and which are distinct from every
+   * other pair, so they skip the lookup; their values are built only when written.
    */
-  addDistinct(key: string, value: string): number {
-    return this.push(key, this.keyEntry(key).info, value);
+  addMetacopy(digestHex: string): number {
+    return this.push(METACOPY, this.keyEntry(METACOPY).info, digestHex, V_METACOPY);
+  }
+
+  addRedirect(payload: string): number {
+    return this.push(REDIRECT, this.keyEntry(REDIRECT).info, payload, V_REDIRECT);
   }
 
   /** Count one inode using pair `id`; pairs used more than once go to the shared table. */
@@ -764,21 +932,31 @@ class XattrTable {
       this.dIndex[id] = (info >> 5) & 7;
       const prefixLen = info >> 8;
       this.dPrefixLen[id] = prefixLen;
-      this.dEntrySize[id] = xattrEntrySize(this.keys[id].length - prefixLen, this.vals[id].length);
+      this.dEntrySize[id] = xattrEntrySize(
+        this.keys[id].length - prefixLen,
+        valueLength(this.vals[id], this.enc[id]),
+      );
       if (this.counts[id] > 1) {
         this.dShared[id] = 1;
         shared.push(id);
       }
     }
-    const { keys, vals } = this;
-    // Key descending, then longer value first, then value bytes descending (the C comparator, reversed).
+    const { keys, vals, enc } = this;
+    // Key descending, then longer value first, then value bytes descending (the C comparator, reversed). Equal
+    // encodings of equal length compare like their bytes (hex digests in lowercase; redirects after the `/`).
     shared.sort((a, b) => {
       const ka = keys[a];
       const kb = keys[b];
       if (ka !== kb) return ka < kb ? 1 : -1;
-      const va = vals[a];
-      const vb = vals[b];
-      if (va.length !== vb.length) return vb.length - va.length;
+      let va = vals[a];
+      let vb = vals[b];
+      const la = valueLength(va, enc[a]);
+      const lb = valueLength(vb, enc[b]);
+      if (la !== lb) return lb - la;
+      if (enc[a] !== enc[b]) {
+        va = valueBytes(va, enc[a]);
+        vb = valueBytes(vb, enc[b]);
+      }
       return va < vb ? 1 : va > vb ? -1 : 0;
     });
     let off = 0;
@@ -805,7 +983,7 @@ export function emitErofs(plan: ErofsPlan, out?: Buffer): Buffer {
   const { dataStart, inodesEnd } = plan;
   const n = plan.inodeCount;
   const { kind, nid, nBlocks, tail, compact, xsz, xaStart, xaIds, entStart, entEnd, entName, entTarget } = L;
-  const { dKey, dVal, dIndex, dPrefixLen, dBit, dShared, dOffset } = L;
+  const { dKey, dVal, dEnc, dIndex, dPrefixLen, dBit, dShared, dOffset } = L;
   const sharedBase = inodesEnd % BLOCK_SIZE;
   const dataBlock0 = dataStart / BLOCK_SIZE;
   const f: InodeFields = {
@@ -906,7 +1084,7 @@ export function emitErofs(plan: ErofsPlan, out?: Buffer): Buffer {
           shareable--;
           continue;
         }
-        p = writeXattrEntry(buf, p, dKey[id], dPrefixLen[id], dIndex[id], dVal[id]);
+        p = writeXattrEntry(buf, p, dKey[id], dPrefixLen[id], dIndex[id], dVal[id], dEnc[id]);
       }
       off += xs;
     }
@@ -936,7 +1114,8 @@ export function emitErofs(plan: ErofsPlan, out?: Buffer): Buffer {
 
   // Shared xattr table, packed, at inodesEnd.
   let p = inodesEnd;
-  for (const id of L.shared) p = writeXattrEntry(buf, p, dKey[id], dPrefixLen[id], dIndex[id], dVal[id]);
+  for (const id of L.shared)
+    p = writeXattrEntry(buf, p, dKey[id], dPrefixLen[id], dIndex[id], dVal[id], dEnc[id]);
   return buf;
 }
 
@@ -947,15 +1126,24 @@ function writeXattrEntry(
   prefixLen: number,
   index: number,
   value: string,
+  enc: number,
 ): number {
   const suffixLen = key.length - prefixLen;
+  const length = valueLength(value, enc);
   buf[p] = suffixLen;
   buf[p + 1] = index;
-  putU16(buf, p + 2, value.length);
+  putU16(buf, p + 2, length);
   let q = p + 4;
   if (suffixLen > 0) q = putLatin1(buf, q, key, prefixLen);
-  if (value.length > 0) putLatin1(buf, q, value, 0);
-  return p + xattrEntrySize(suffixLen, value.length);
+  if (enc === V_METACOPY) {
+    q = putLatin1(buf, q, metacopyHeader(value.length / 2), 0);
+    for (let i = 0; i < value.length; i += 2)
+      buf[q++] = (hexDigit(value.charCodeAt(i)) << 4) | hexDigit(value.charCodeAt(i + 1));
+  } else if (enc === V_REDIRECT) {
+    buf[q] = 0x2f; // "/"
+    putLatin1(buf, q + 1, value, 0);
+  } else if (length > 0) putLatin1(buf, q, value, 0);
+  return p + xattrEntrySize(suffixLen, length);
 }
 
 /** Write a directory's dirent chunks: full chunks to its data blocks, the last one inline or as a block. */

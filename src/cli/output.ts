@@ -1,0 +1,21 @@
+// Output helpers for commands: results on stdout, messages on stderr, sizes for people.
+
+/** A message for the user on stderr. */
+export function note(text: string): void {
+  process.stderr.write(`stratum: ${text}\n`);
+}
+
+export function out(text: string): void {
+  process.stdout.write(text + "\n");
+}
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
