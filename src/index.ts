@@ -43,7 +43,8 @@ export {
   type Inode,
 } from "./tree/tree.ts";
 export { readDirectory, type DirImportOptions, type ObjectSink } from "./tree/from-dir.ts";
-export { parseDumpfile, writeDumpfile, DumpfileError } from "./format/dumpfile.ts";
+export { parseDumpfile, parseDumpfileFlat, writeDumpfile, DumpfileError } from "./format/dumpfile.ts";
+export { FlatTree, fromFileSystem, toFileSystem, type ChildIndex } from "./tree/flat.ts";
 export { writeErofs, layoutErofs, emitErofs, type ErofsOptions } from "./format/erofs/writer.ts";
 export { readErofs, imageObjects } from "./format/erofs/reader.ts";
 export { mountComposefs, unmountComposefs, type ComposefsMountOptions } from "./mount/composefs.ts";
