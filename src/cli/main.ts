@@ -31,6 +31,12 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fsck: () => import("./commands/fsck.ts"),
   mkcomposefs: () => import("./commands/mkcomposefs.ts"),
   "composefs-info": () => import("./commands/composefs-info.ts"),
+  pull: () => import("./commands/pull.ts"),
+  images: () => import("./commands/images.ts"),
+  inspect: () => import("./commands/images.ts"),
+  tag: () => import("./commands/tags.ts"),
+  untag: () => import("./commands/tags.ts"),
+  rm: () => import("./commands/tags.ts"),
 };
 
 /** Global options that take a value (the command name is the first other non-option argument). */
@@ -57,7 +63,8 @@ export async function buildProgram(only?: string): Promise<Command> {
     .showHelpAfterError()
     .exitOverride();
   const names = only === undefined ? Object.keys(COMMANDS) : [only];
-  for (const c of await Promise.all(names.map((name) => COMMANDS[name]()))) c.register(program);
+  const modules = new Set(await Promise.all(names.map((name) => COMMANDS[name]())));
+  for (const c of modules) c.register(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -5,7 +5,7 @@
 // is stored inline, so reassembling the stream reproduces the tar byte for byte. The stream is named
 // `oci-layer-sha256:<diff_id>`; a layer already present is not stored again.
 
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { StratumError } from "../errors.ts";
@@ -23,6 +23,28 @@ export interface LayerIngestOptions {
   expectedDiffId?: string;
   /** Names the input in error messages (a file name, a blob digest). */
   label?: string;
+  /**
+   * The layer is zstd:chunked: its writer may have dropped the tar's trailing zero blocks, so the decompressed
+   * stream hashes differently from the config's diff_id. When the stream ends short of `expectedDiffId`, try
+   * appending up to one 10 KiB record of zeros; accept (and store the padded, original tar) only when that
+   * reproduces `expectedDiffId` exactly (docs/pull.md "zstd:chunked").
+   */
+  restoreTrailingZeros?: boolean;
+  /** The compression the layer's media type declares; magic bytes that say otherwise fail the ingest. */
+  expectedCompression?: Compression;
+  /**
+   * Refuse entries that could land outside the root when the layer is unpacked: an absolute path or a `..`
+   * component in an entry's path or in a hard link's target (symlink targets are data, resolved at use).
+   */
+  confinePaths?: boolean;
+}
+
+/** Why a tar path could leave the root, or null when it cannot. */
+export function unsafeTarPath(p: Buffer): string | null {
+  const s = p.toString("latin1");
+  if (s.startsWith("/")) return "is absolute";
+  for (const c of s.split("/")) if (c === "..") return 'has a ".." component';
+  return null;
 }
 
 export interface LayerIngestResult {
@@ -33,6 +55,8 @@ export interface LayerIngestResult {
   streamId: ObjectId;
   /** False when the layer was already in the repository. */
   stored: boolean;
+  /** Zero bytes appended to restore a zstd:chunked layer's original tar (0 normally). */
+  restoredZeros: number;
   tarSize: number;
   entries: number;
   externalObjects: number;
@@ -87,7 +111,10 @@ async function* decompress(
     for await (const chunk of rest()) for (const out of dec.push(chunk)) yield out;
     dec.end();
   } else {
-    const gunzip = Readable.from(rest()).pipe(createGunzip({ chunkSize: 256 << 10 }));
+    const gunzip = createGunzip({ chunkSize: 256 << 10 });
+    const input = Readable.from(rest());
+    input.on("error", (err) => gunzip.destroy(err)); // a failing source fails the iteration below
+    input.pipe(gunzip);
     for await (const out of gunzip as AsyncIterable<Buffer>) yield out;
   }
 }
@@ -106,6 +133,7 @@ export async function ingestLayer(
   // The object being written for the current external payload; a box so the catch below sees closure writes.
   const current: { obj: ObjectWriter | null } = { obj: null };
   let compression: Compression = "none";
+  let restoredZeros = 0;
   const stats = { tarSize: 0, entries: 0, externalObjects: 0, newObjects: 0, inlineBytes: 0 };
 
   const handle = (events: TarEvent[]): void => {
@@ -117,6 +145,15 @@ export async function ingestLayer(
           break;
         case "entry":
           stats.entries++;
+          if (opts.confinePaths) {
+            const e = ev.entry;
+            const why = unsafeTarPath(e.path) ?? (e.type === "1" ? unsafeTarPath(e.linkPath) : null);
+            if (why !== null) {
+              const which = unsafeTarPath(e.path) !== null ? "entry" : "hard link target";
+              const name = (unsafeTarPath(e.path) !== null ? e.path : e.linkPath).toString("utf8");
+              throw new StratumError("E_UNSAFE_PATH", `${label}: ${which} ${JSON.stringify(name)} ${why}`);
+            }
+          }
           break;
         case "external":
           current.obj = repo.objects.createWriter();
@@ -138,10 +175,27 @@ export async function ingestLayer(
   };
 
   try {
-    for await (const chunk of decompress(source, (c) => (compression = c))) {
+    const onDetect = (c: Compression): void => {
+      compression = c;
+      if (opts.expectedCompression !== undefined && c !== opts.expectedCompression)
+        throw new StratumError(
+          "E_BAD_INPUT",
+          `${label}: the media type says ${opts.expectedCompression === "none" ? "uncompressed tar" : opts.expectedCompression}, the data is ${c === "none" ? "not compressed" : c}`,
+        );
+    };
+    for await (const chunk of decompress(source, onDetect)) {
       diff.update(chunk);
       stats.tarSize += chunk.length;
       handle(splitter.push(chunk));
+    }
+    if (opts.restoreTrailingZeros && opts.expectedDiffId) {
+      restoredZeros = trailingZerosFor(diff, opts.expectedDiffId);
+      if (restoredZeros > 0) {
+        const zeros = Buffer.alloc(restoredZeros);
+        diff.update(zeros);
+        stats.tarSize += restoredZeros;
+        handle(splitter.push(zeros));
+      }
     }
     handle(splitter.end());
   } catch (err) {
@@ -168,9 +222,24 @@ export async function ingestLayer(
   const existing = repo.hasStream(streamName) ? repo.streamId(streamName) : undefined;
   if (existing) {
     stream.abort();
-    return { diffId, compression, streamName, streamId: existing, stored: false, ...stats };
+    return { diffId, compression, streamName, streamId: existing, stored: false, restoredZeros, ...stats };
   }
   const written = stream.finish();
   repo.publishStream(streamName, written.id);
-  return { diffId, compression, streamName, streamId: written.id, stored: true, ...stats };
+  return { diffId, compression, streamName, streamId: written.id, stored: true, restoredZeros, ...stats };
+}
+
+/**
+ * How many zero bytes (a multiple of 512, at most one 10240-byte record) make the hashed stream hash to
+ * `expected`; 0 when it already does or when no padding does.
+ */
+function trailingZerosFor(hash: Hash, expected: string): number {
+  if (`sha256:${hash.copy().digest("hex")}` === expected) return 0;
+  const zeros = Buffer.alloc(512);
+  const h = hash.copy();
+  for (let n = 512; n <= 10240; n += 512) {
+    h.update(zeros);
+    if (`sha256:${h.copy().digest("hex")}` === expected) return n;
+  }
+  return 0;
 }

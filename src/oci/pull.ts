@@ -1,0 +1,291 @@
+// Pull: any ImageSource (src/transport/source.ts) into the repository (reference: composefs-repository.md §3–§4;
+// our description: docs/pull.md). One pass per layer — download → verify the blob digest → decompress → diff_id
+// → tar split → objects + splitstream — several layers at once; a layer whose `oci-layer-<diff_id>` stream
+// exists is not downloaded. The config and manifest streams are written once every layer is stored, and the
+// tag last, so an interrupted pull leaves no tag and a re-run reuses every completed layer. Everything a pull
+// writes happens while it holds the repository's shared lock, so a concurrent gc waits for it.
+
+import { createHash } from "node:crypto";
+import { StratumError } from "../errors.ts";
+import type { Repository } from "../repo/repository.ts";
+import type { BlobOptions, ImageSource } from "../transport/source.ts";
+import { commitImage, configStreamName, readJsonStream, sha256Digest, tagImage } from "./image-store.ts";
+import { ingestLayer, layerStreamName } from "./layer-ingest.ts";
+import {
+  checkConfigMatchesManifest,
+  hostPlatform,
+  parseImageConfig,
+  type Descriptor,
+  type ImageConfig,
+  type Platform,
+} from "./manifest.ts";
+import { layerCompression } from "./media-types.ts";
+import { ContentType } from "../format/splitstream.ts";
+
+/** Annotation skopeo and podman put on zstd:chunked layers. */
+const ZSTD_CHUNKED_ANNOTATION = "io.github.containers.zstd-chunked.manifest-checksum";
+const ZSTD_CHUNKED_ANNOTATION_OLD = "io.containers.zstd-chunked.manifest-checksum";
+/** Configs larger than this are refused (they are JSON; real ones are kilobytes). */
+const CONFIG_SIZE_MAX = 16 << 20;
+
+export type LayerState = "waiting" | "downloading" | "done" | "present";
+
+export type PullEvent =
+  | { kind: "resolved"; manifestDigest: string; configDigest: string; layers: number }
+  | { kind: "layer"; index: number; digest: string; diffId: string; size: number; state: LayerState }
+  | { kind: "progress"; index: number; bytes: number; size: number }
+  | { kind: "committed"; tag: string };
+
+export interface PullOptions {
+  /** Platform to choose from a multi-platform index (default: this machine). */
+  platform?: Platform;
+  /** Name to tag the image with (`streams/refs/oci/<name>`); none when undefined. */
+  tag?: string;
+  /** Layers in flight at once (default: what the source suggests). */
+  concurrency?: number;
+  onEvent?: (e: PullEvent) => void;
+}
+
+export interface PulledLayer {
+  digest: string;
+  diffId: string;
+  size: number;
+  mediaType: string;
+  /** Already in the repository: nothing downloaded. */
+  present: boolean;
+  /** Bytes of the decompressed tar (0 when present). */
+  tarSize: number;
+  /** File objects new to the repository. */
+  newObjects: number;
+  restoredZeros: number;
+}
+
+export interface PullResult {
+  source: string;
+  manifestDigest: string;
+  configDigest: string;
+  indexDigest?: string;
+  platform: string;
+  tag?: string;
+  layers: PulledLayer[];
+  /** Compressed bytes downloaded. */
+  downloaded: number;
+}
+
+/** What verifiedBlob found wrong, for whoever reads its errors second-hand. */
+interface BlobCheck {
+  error?: StratumError;
+}
+
+/**
+ * Wrap a blob stream: count and hash it, and fail at its end unless digest and size match the descriptor (also
+ * recording the failure in `check`).
+ */
+async function* verifiedBlob(
+  source: ImageSource,
+  d: Descriptor,
+  label: string,
+  opts: BlobOptions,
+  check: BlobCheck = {},
+): AsyncGenerator<Buffer> {
+  const fail = (message: string): never => {
+    check.error = new StratumError("E_CORRUPT", message);
+    throw check.error;
+  };
+  const m = /^(sha256|sha512):([0-9a-f]+)$/.exec(d.digest);
+  if (!m) throw new StratumError("E_BAD_INPUT", `${label}: unsupported digest ${d.digest}`);
+  const hash = createHash(m[1]);
+  let size = 0;
+  for await (const chunk of source.blob(d, opts)) {
+    size += chunk.length;
+    if (size > d.size) fail(`${label}: more than the ${d.size} bytes the manifest gives`);
+    hash.update(chunk);
+    yield chunk;
+  }
+  if (size !== d.size) fail(`${label}: ${size} bytes, the manifest gives ${d.size} (truncated?)`);
+  const got = `${m[1]}:${hash.digest("hex")}`;
+  if (got !== d.digest) fail(`${label}: digest mismatch: the blob is ${got}, the manifest says ${d.digest}`);
+}
+
+/**
+ * Run `consume` over a verified blob. When it fails (a decompressor or the tar parser choking on corrupt
+ * bytes), read the rest of the blob: if the blob does not match its digest, that is the error to report — the
+ * data was damaged in transit or at rest, not a bad image.
+ */
+async function ingestBlameBlob<T>(
+  blob: AsyncGenerator<Buffer>,
+  check: BlobCheck,
+  consume: (input: AsyncIterable<Buffer>) => Promise<T>,
+): Promise<T> {
+  const input: AsyncIterable<Buffer> = {
+    [Symbol.asyncIterator]: () => ({
+      next: () => blob.next(),
+      // Not closing `blob` here lets the catch below drain it.
+      return: () => Promise.resolve({ done: true as const, value: undefined }),
+    }),
+  };
+  try {
+    return await consume(input);
+  } catch (err) {
+    if (check.error === undefined) {
+      try {
+        while (!(await blob.next()).done);
+      } catch {
+        // reported through check.error, or not about the blob's integrity
+      }
+    }
+    throw check.error ?? err;
+  } finally {
+    await blob.return(undefined);
+  }
+}
+
+async function fetchConfig(source: ImageSource, d: Descriptor): Promise<Buffer> {
+  if (d.size > CONFIG_SIZE_MAX)
+    throw new StratumError(
+      "E_BAD_INPUT",
+      `config ${d.digest} is ${d.size} bytes; configs are limited to 16 MiB`,
+    );
+  const parts: Buffer[] = [];
+  for await (const chunk of verifiedBlob(source, d, `config ${d.digest}`, {})) parts.push(chunk);
+  return Buffer.concat(parts);
+}
+
+function isZstdChunked(d: Descriptor): boolean {
+  const a = d.annotations ?? {};
+  return ZSTD_CHUNKED_ANNOTATION in a || ZSTD_CHUNKED_ANNOTATION_OLD in a;
+}
+
+/** Run `tasks` with at most `limit` in flight; every task settles before the first error is thrown. */
+async function runPool(tasks: (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  let failure: { err: unknown } | null = null;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length && failure === null) {
+      const task = tasks[next++];
+      try {
+        await task();
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, tasks.length)) }, worker));
+  if (failure !== null) throw (failure as { err: unknown }).err;
+}
+
+/** Pull the image `source` names into `repo` and tag it. */
+export async function pullImage(
+  repo: Repository,
+  source: ImageSource,
+  opts: PullOptions = {},
+): Promise<PullResult> {
+  repo.checkWritable();
+  const emit = opts.onEvent ?? (() => {});
+  const platform = opts.platform ?? hostPlatform();
+  const sm = await source.manifest(platform);
+  const manifest = sm.manifest;
+  const configDigest = manifest.config.digest;
+
+  // The config: from the repository when an earlier pull stored it, else downloaded and verified.
+  let configBytes: Buffer;
+  const configName = configStreamName(configDigest);
+  if (repo.hasStream(configName)) configBytes = readJsonStream(repo, configName, ContentType.ociConfig).bytes;
+  else configBytes = await fetchConfig(source, manifest.config);
+  if (sha256Digest(configBytes) !== configDigest && configDigest.startsWith("sha256:"))
+    throw new StratumError("E_CORRUPT", `config ${configDigest}: the bytes do not hash to the digest`);
+  const config: ImageConfig = parseImageConfig(configBytes, `config ${configDigest}`);
+  checkConfigMatchesManifest(manifest, config, `${source.description}`);
+  const diffIds = config.diffIds;
+  emit({ kind: "resolved", manifestDigest: sm.digest, configDigest, layers: manifest.layers.length });
+
+  // Layers: each distinct diff_id once, skipping those already stored.
+  const layers: PulledLayer[] = manifest.layers.map((d, i) => ({
+    digest: d.digest,
+    diffId: diffIds[i],
+    size: d.size,
+    mediaType: d.mediaType,
+    present: false,
+    tarSize: 0,
+    newObjects: 0,
+    restoredZeros: 0,
+  }));
+  let downloaded = 0;
+  const firstIndex = new Map<string, number>();
+  const tasks: (() => Promise<void>)[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i];
+    const d = manifest.layers[i];
+    const compression = layerCompression(d.mediaType, `layer ${d.digest}`); // refuses non-tar layers
+    if (repo.hasStream(layerStreamName(layer.diffId)) || firstIndex.has(layer.diffId)) {
+      layer.present = true;
+      emit({
+        kind: "layer",
+        index: i,
+        digest: d.digest,
+        diffId: layer.diffId,
+        size: d.size,
+        state: "present",
+      });
+      continue;
+    }
+    firstIndex.set(layer.diffId, i);
+    emit({ kind: "layer", index: i, digest: d.digest, diffId: layer.diffId, size: d.size, state: "waiting" });
+    tasks.push(async () => {
+      emit({
+        kind: "layer",
+        index: i,
+        digest: d.digest,
+        diffId: layer.diffId,
+        size: d.size,
+        state: "downloading",
+      });
+      let bytes = 0;
+      const label = `layer ${d.digest}`;
+      const check: BlobCheck = {};
+      const onBytes = (n: number): void => {
+        bytes += n;
+        downloaded += n;
+        emit({ kind: "progress", index: i, bytes, size: d.size });
+      };
+      const blob = verifiedBlob(source, d, label, { onBytes }, check);
+      const r = await ingestBlameBlob(blob, check, (input) =>
+        ingestLayer(repo, input, {
+          expectedDiffId: layer.diffId,
+          label,
+          restoreTrailingZeros: isZstdChunked(d),
+          expectedCompression: compression,
+          confinePaths: true,
+        }),
+      );
+      layer.tarSize = r.tarSize;
+      layer.newObjects = r.newObjects;
+      layer.restoredZeros = r.restoredZeros;
+      emit({ kind: "layer", index: i, digest: d.digest, diffId: layer.diffId, size: d.size, state: "done" });
+    });
+  }
+  await runPool(tasks, opts.concurrency ?? source.concurrency);
+
+  // Config and manifest streams, then the tag.
+  commitImage(repo, {
+    manifestDigest: sm.digest,
+    manifestBytes: sm.bytes,
+    configDigest,
+    configBytes,
+    diffIds,
+  });
+  if (opts.tag !== undefined) {
+    tagImage(repo, opts.tag, sm.digest);
+    emit({ kind: "committed", tag: opts.tag });
+  }
+  return {
+    source: source.description,
+    manifestDigest: sm.digest,
+    configDigest,
+    indexDigest: sm.indexDigest,
+    platform: [config.os, config.architecture, config.variant].filter(Boolean).join("/"),
+    tag: opts.tag,
+    layers,
+    downloaded,
+  };
+}

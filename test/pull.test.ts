@@ -1,0 +1,446 @@
+// `stratum pull` end to end against real sources (docs/pull.md): fixture images built with umoci/skopeo, pulled
+// from an OCI layout and from a real docker-registry. For every good fixture the reassembled layer tars hash to
+// the config's diff_ids and the stored file objects are exactly the regular files (> 64 bytes) GNU tar
+// extracts from the layer blobs, a superset of what `umoci unpack` leaves; broken inputs fail with clear
+// errors, tag nothing and leave fsck clean; a second image sharing layers downloads only its new ones; tags
+// list, inspect, rename and go; a pull killed at any moment leaves fsck clean and a re-run completes; a gc run
+// while a pull is in flight removes nothing the pull wrote.
+
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, before, describe, test, type TestContext } from "node:test";
+import { ContentType } from "../src/format/splitstream.ts";
+import { SHA256 } from "../src/format/object-id.ts";
+import { digestFile } from "../src/repo/file-digest.ts";
+import { Repository } from "../src/repo/repository.ts";
+import { STRATUM_BIN, stratum } from "./helpers/cli.ts";
+import {
+  blobPath,
+  buildBrokenImages,
+  buildDebianImage,
+  buildImages,
+  debianUnavailable,
+  imagesUnavailable,
+  pushImage,
+  readImage,
+  type BrokenImage,
+  type BrokenKind,
+  type DebianImage,
+  type TestImages,
+} from "./helpers/images.ts";
+import { startFaultProxy } from "./helpers/fault-proxy.ts";
+import { registryUnavailable, startRegistry, type Registry } from "./helpers/registry.ts";
+import { makeTempDir, removeDir } from "./helpers/tmp.ts";
+
+const reason = imagesUnavailable();
+const tmp = makeTempDir("stratum-pull-");
+let images: TestImages | undefined;
+let broken: Record<BrokenKind, BrokenImage> | undefined;
+let registry: Registry | undefined;
+
+before(async () => {
+  if (reason !== null) return;
+  images = await buildImages();
+  broken = await buildBrokenImages(path.join(tmp, "broken"));
+  if (registryUnavailable() === null) registry = await startRegistry();
+});
+
+after(async () => {
+  await registry?.stop();
+  images?.remove();
+  removeDir(tmp);
+});
+
+function skipUnlessReady(t: TestContext): boolean {
+  if (reason !== null) {
+    t.skip(reason);
+    return true;
+  }
+  return false;
+}
+
+let repoCount = 0;
+function newRepo(): string {
+  const repo = path.join(tmp, `repo-${++repoCount}`);
+  const r = stratum(["init", "--algorithm", "sha256", repo]);
+  assert.equal(r.status, 0, r.stderr);
+  return repo;
+}
+
+interface PullReport {
+  manifestDigest: string;
+  configDigest: string;
+  tag?: string;
+  platform: string;
+  downloaded: number;
+  layers: { digest: string; diffId: string; present: boolean; restoredZeros: number }[];
+}
+
+function pull(repo: string, args: string[]): PullReport {
+  const r = stratum(["--repo", repo, "pull", "--json", ...args]);
+  assert.equal(r.status, 0, `pull ${args.join(" ")}: ${r.stderr}`);
+  return JSON.parse(r.stdout.toString()) as PullReport;
+}
+
+function sha256(b: Buffer): string {
+  return `sha256:${createHash("sha256").update(b).digest("hex")}`;
+}
+
+/** The uncompressed bytes of a layer blob, decompressed by the real tools. */
+function layerTar(layout: string, digest: string): Buffer {
+  const blob = fs.readFileSync(blobPath(layout, digest));
+  if (blob[0] === 0x1f && blob[1] === 0x8b)
+    return spawnSync("gzip", ["-dc"], { input: blob, maxBuffer: 1 << 30 }).stdout;
+  if (blob.readUInt32LE(0) === 0xfd2fb528)
+    return spawnSync("zstd", ["-dc"], { input: blob, maxBuffer: 1 << 30 }).stdout;
+  return blob;
+}
+
+/** fs-verity digests of the regular files over 64 bytes under `dir` (the ones stored as objects). */
+function fileObjects(dir: string): Set<string> {
+  const out = new Set<string>();
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && fs.statSync(p).size > 64) out.add(digestFile(p, SHA256).digest);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Every object the image's layer streams reference. */
+async function storedLayerObjects(repo: string, diffIds: string[]): Promise<Set<string>> {
+  const r = await Repository.open(repo);
+  try {
+    const out = new Set<string>();
+    for (const d of diffIds) {
+      const s = r.openStream(`oci-layer-${d}`, ContentType.ociLayer);
+      for (const id of s.objectRefs) out.add(id);
+      s.close();
+    }
+    return out;
+  } finally {
+    r.close();
+  }
+}
+
+function fsckClean(repo: string): void {
+  const r = stratum(["--repo", repo, "fsck"]);
+  assert.equal(r.status, 0, `fsck: ${r.stdout.toString()}${r.stderr}`);
+}
+
+function tags(repo: string): { name: string; manifestDigest: string }[] {
+  const r = stratum(["--repo", repo, "images", "--json"]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.toString()) as { name: string; manifestDigest: string }[];
+}
+
+/** Pull `tag` from the fixture layout and check it against the layout and the real tools. */
+async function checkGoodImage(
+  repo: string,
+  tag: string,
+  source: string,
+  layout = (images as TestImages).layout,
+): Promise<void> {
+  const img = readImage(layout, tag);
+  const rep = pull(repo, [source, `fixture-${tag}`]);
+  assert.equal(rep.manifestDigest, img.manifestDigest, `${tag}: manifest digest`);
+  assert.equal(rep.configDigest, img.configDigest, `${tag}: config digest`);
+  assert.deepEqual(
+    rep.layers.map((l) => l.diffId),
+    img.diffIds,
+  );
+  // Every layer stream reassembles to a tar that hashes to the config's diff_id.
+  for (const diffId of new Set(img.diffIds)) {
+    const cat = stratum(["--repo", repo, "cat", `oci-layer-${diffId}`]);
+    assert.equal(cat.status, 0, cat.stderr);
+    assert.equal(sha256(cat.stdout), diffId, `${tag}: layer ${diffId} reassembled`);
+  }
+  // Stored objects = regular files > 64 bytes that GNU tar extracts from the layer blobs.
+  const expected = new Set<string>();
+  for (const [i, layer] of img.layers.entries()) {
+    const dir = path.join(tmp, `x-${tag}-${i}`);
+    fs.mkdirSync(dir);
+    const r = spawnSync("tar", ["-x", "-C", dir, "--no-same-owner", "--delay-directory-restore"], {
+      input: layerTar(layout, layer.digest),
+      maxBuffer: 1 << 30,
+    });
+    assert.equal(r.status, 0, r.stderr.toString());
+    for (const d of fileObjects(dir)) expected.add(d);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const stored = await storedLayerObjects(repo, img.diffIds);
+  assert.deepEqual([...stored].sort(), [...expected].sort(), `${tag}: stored file objects`);
+  // What umoci unpack leaves is a subset (whiteouts and overwrites remove lower-layer files). umoci 0.4.7
+  // cannot unpack zstd layers; GNU tar above is the oracle for those.
+  if (img.layers.some((l) => l.mediaType.endsWith("+zstd"))) return fsckClean(repo);
+  const bundle = path.join(tmp, `umoci-${tag}`);
+  const u = spawnSync("umoci", ["unpack", "--image", `${layout}:${tag}`, bundle]);
+  assert.equal(u.status, 0, u.stderr.toString());
+  for (const d of fileObjects(path.join(bundle, "rootfs")))
+    assert.ok(stored.has(d), `${tag}: ${d} from umoci`);
+  fs.rmSync(bundle, { recursive: true, force: true });
+  fsckClean(repo);
+}
+
+describe("pull from an OCI layout", () => {
+  for (const tag of ["multi", "zstd", "dup"]) {
+    test(`${tag}: digests, diff_ids and stored files agree with the layout, GNU tar and umoci`, async (t) => {
+      if (skipUnlessReady(t)) return;
+      const repo = newRepo();
+      await checkGoodImage(repo, tag, (images as TestImages).ref(tag));
+      assert.deepEqual(
+        tags(repo).map((x) => x.name),
+        [`fixture-${tag}`],
+      );
+    });
+  }
+
+  test("multiarch: --platform picks the matching manifest, the attestation is never chosen", (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    for (const [platform, tag] of [
+      ["linux/arm64", "multiarch-arm64"],
+      ["linux/arm/v7", "multiarch-armv7"],
+      ["linux/amd64", "multiarch-amd64"],
+    ] as const) {
+      const rep = pull(repo, ["--platform", platform, im.ref("multiarch"), `m-${tag}`]);
+      assert.equal(rep.manifestDigest, readImage(im.layout, tag).manifestDigest, platform);
+      assert.notEqual(rep.manifestDigest, im.attestationDigest);
+    }
+    const bad = stratum(["--repo", repo, "pull", "--platform", "linux/s390x", im.ref("multiarch")]);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /s390x/);
+    assert.match(bad.stderr, /arm64/, "the error lists the platforms there are");
+  });
+
+  test("a second image sharing layers reuses them; pulling again downloads nothing", (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    const first = pull(repo, [im.ref("multi"), "one"]);
+    assert.ok(first.layers.every((l) => !l.present));
+    const again = pull(repo, [im.ref("multi"), "one"]);
+    assert.ok(again.layers.every((l) => l.present));
+    assert.equal(again.downloaded, 0);
+    // dup's first layer is multi's first layer: present; its own layers are new.
+    const dup = pull(repo, [im.ref("dup"), "two"]);
+    const multiDiffIds = new Set(readImage(im.layout, "multi").diffIds);
+    dup.layers.forEach((l, i) => {
+      const repeated = dup.layers.slice(0, i).some((e) => e.diffId === l.diffId);
+      assert.equal(l.present, multiDiffIds.has(l.diffId) || repeated, `layer ${i} ${l.diffId}`);
+    });
+    assert.ok(dup.layers[0].present, "the shared base layer is not downloaded again");
+    assert.ok(
+      dup.layers.some((l) => !l.present),
+      "dup has layers of its own",
+    );
+    fsckClean(repo);
+  });
+});
+
+describe("broken inputs", () => {
+  const cases: [BrokenKind, RegExp, number][] = [
+    ["wrong-digest", /digest mismatch/, 6],
+    ["truncated-blob", /truncated|bytes/, 6],
+    ["missing-blob", /missing|no such|not found|ENOENT/i, 3],
+    ["escape-dotdot", /"\.\." component/, 8],
+    ["escape-absolute", /absolute/, 8],
+    ["escape-hardlink", /hard link target/, 8],
+  ];
+  for (const [kind, message, status] of cases) {
+    test(`${kind}: a clear error, nothing tagged, fsck clean`, (t) => {
+      if (skipUnlessReady(t)) return;
+      const b = (broken as Record<BrokenKind, BrokenImage>)[kind];
+      const repo = newRepo();
+      const r = stratum(["--repo", repo, "pull", "-q", b.ref, "broken"]);
+      assert.equal(r.status, status, `${kind}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split("\n").length, 1, "one line");
+      assert.deepEqual(tags(repo), []);
+      fsckClean(repo);
+    });
+  }
+
+  test("escape-symlink: stored byte for byte (confinement happens when the tree is built)", (t) => {
+    if (skipUnlessReady(t)) return;
+    const b = (broken as Record<BrokenKind, BrokenImage>)["escape-symlink"];
+    const repo = newRepo();
+    const rep = pull(repo, [b.ref, "symlinky"]);
+    const cat = stratum(["--repo", repo, "cat", `oci-layer-${rep.layers[0].diffId}`]);
+    assert.equal(sha256(cat.stdout), rep.layers[0].diffId);
+  });
+});
+
+describe("tags", () => {
+  test("images, inspect, tag, untag, rm; gc keeps what a tag reaches and drops the rest", (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    const rep = pull(repo, [im.ref("multi"), "first"]);
+    assert.equal(stratum(["--repo", repo, "tag", "first", "second/with:colon"]).status, 0);
+    assert.deepEqual(
+      tags(repo).map((x) => [x.name, x.manifestDigest]),
+      [
+        ["first", rep.manifestDigest],
+        ["second/with:colon", rep.manifestDigest],
+      ],
+    );
+    const inspect = stratum(["--repo", repo, "inspect", "--json", "second/with:colon"]);
+    assert.equal(inspect.status, 0, inspect.stderr);
+    const info = JSON.parse(inspect.stdout.toString()) as {
+      names: string[];
+      manifestDigest: string;
+      configDigest: string;
+      layers: { digest: string; diffId: string; size: number }[];
+    };
+    const img = readImage(im.layout, "multi");
+    assert.equal(info.configDigest, img.configDigest);
+    assert.deepEqual(
+      info.layers.map((l) => [l.digest, l.diffId, l.size]),
+      img.layers.map((l, i) => [l.digest, img.diffIds[i], l.size]),
+    );
+    assert.deepEqual(info.names, ["first", "second/with:colon"]);
+    // By digest and by prefix.
+    assert.equal(stratum(["--repo", repo, "inspect", rep.manifestDigest]).status, 0);
+    assert.equal(stratum(["--repo", repo, "inspect", rep.manifestDigest.slice(7, 20)]).status, 0);
+
+    assert.equal(stratum(["--repo", repo, "untag", "first"]).status, 0);
+    let gc = stratum(["--repo", repo, "gc", "--json"]);
+    assert.equal((JSON.parse(gc.stdout.toString()) as { objectsRemoved: number }).objectsRemoved, 0);
+    assert.equal(stratum(["--repo", repo, "rm", "second/with:colon"]).status, 0);
+    assert.deepEqual(tags(repo), []);
+    gc = stratum(["--repo", repo, "gc", "--json"]);
+    assert.ok((JSON.parse(gc.stdout.toString()) as { objectsRemoved: number }).objectsRemoved > 0);
+    fsckClean(repo);
+    const missing = stratum(["--repo", repo, "rm", "first"]);
+    assert.equal(missing.status, 3);
+    assert.match(missing.stderr, /no image named first/);
+  });
+});
+
+describe("pull from a registry", () => {
+  test("docker:// over loopback: same digests as the layout, layers verified", async (t) => {
+    if (skipUnlessReady(t)) return;
+    if (!registry) return t.skip(registryUnavailable() ?? "no registry");
+    const im = images as TestImages;
+    await pushImage(im.layout, "multi", registry, "test/multi:latest");
+    const repo = newRepo();
+    const rep = pull(repo, [`docker://${registry.host}/test/multi:latest`]);
+    assert.equal(rep.tag, `${registry.host}/test/multi:latest`);
+    assert.equal(rep.configDigest, readImage(im.layout, "multi").configDigest);
+    for (const l of rep.layers) {
+      const cat = stratum(["--repo", repo, "cat", `oci-layer-${l.diffId}`]);
+      assert.equal(sha256(cat.stdout), l.diffId);
+    }
+    fsckClean(repo);
+  });
+});
+
+describe("crash safety", () => {
+  test("kill -9 at any moment: fsck clean, and the same pull completes reusing what was stored", async (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    for (const delayMs of [40, 120, 250, 400, 700]) {
+      const child = spawn(
+        process.execPath,
+        [STRATUM_BIN, "--repo", repo, "pull", "-q", im.ref("multi"), "k"],
+        {
+          stdio: "ignore",
+        },
+      );
+      const exited = new Promise((r) => child.once("exit", r));
+      await new Promise((r) => setTimeout(r, delayMs));
+      child.kill("SIGKILL");
+      await exited;
+      fsckClean(repo);
+    }
+    const rep = pull(repo, [im.ref("multi"), "k"]);
+    assert.equal(rep.manifestDigest, readImage(im.layout, "multi").manifestDigest);
+    fsckClean(repo);
+  });
+
+  test("a gc started while a pull runs waits for it and removes nothing the pull wrote", async (t) => {
+    if (skipUnlessReady(t)) return;
+    if (!registry) return t.skip(registryUnavailable() ?? "no registry");
+    const im = images as TestImages;
+    await pushImage(im.layout, "multi", registry, "test/gc-race:latest");
+    // Every blob answer is held back 1.5 s, so the pull is certainly in flight when gc starts.
+    const proxy = await startFaultProxy(registry.host, [
+      { path: "/blobs/", method: "GET", times: "always", action: { kind: "delay", ms: 1500 } },
+    ]);
+    try {
+      const repo = newRepo();
+      const src = `docker://${proxy.host}/test/gc-race:latest`;
+      const child = spawn(process.execPath, [STRATUM_BIN, "--repo", repo, "pull", "-q", src, "g"], {
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      const exited = new Promise<number | null>((r) => child.once("exit", r));
+      await new Promise((r) => setTimeout(r, 700));
+      const gcRun = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+        const g = spawn(process.execPath, [STRATUM_BIN, "--repo", repo, "gc", "--json"]);
+        let stderr = "";
+        g.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+        g.once("exit", (status) => resolve({ status, stderr }));
+      });
+      assert.equal(await exited, 0);
+      assert.equal(gcRun.status, 0, gcRun.stderr);
+      assert.match(gcRun.stderr, /waiting/, "gc waited for the pull's lock");
+      for (const diffId of readImage(im.layout, "multi").diffIds) {
+        const cat = stratum(["--repo", repo, "cat", `oci-layer-${diffId}`]);
+        assert.equal(cat.status, 0, cat.stderr);
+        assert.equal(sha256(cat.stdout), diffId);
+      }
+      fsckClean(repo);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+describe("a realistic Debian image", () => {
+  let debian: DebianImage | undefined;
+  const debianReason = reason ?? debianUnavailable();
+  before(async () => {
+    if (debianReason === null) debian = await buildDebianImage();
+  });
+
+  test("pulled from the registry: diff_ids, stored files = GNU tar's, a superset of umoci's", async (t) => {
+    if (debianReason !== null || !debian) return t.skip(debianReason ?? "no Debian image");
+    if (!registry) return t.skip(registryUnavailable() ?? "no registry");
+    await pushImage(debian.layout, debian.tag, registry, "test/debian:bookworm");
+    const repo = newRepo();
+    await checkGoodImage(repo, debian.tag, `docker://${registry.host}/test/debian:bookworm`, debian.layout);
+  });
+
+  test("kill -9 at moments through the pull: fsck clean each time, then the same pull completes", async (t) => {
+    if (debianReason !== null || !debian) return t.skip(debianReason ?? "no Debian image");
+    const repo = newRepo();
+    const src = `oci:${debian.layout}:${debian.tag}`;
+    for (const delayMs of [300, 900, 1600, 2500]) {
+      const child = spawn(process.execPath, [STRATUM_BIN, "--repo", repo, "pull", "-q", src, "deb"], {
+        stdio: "ignore",
+      });
+      const exited = new Promise<number | null>((r) => child.once("exit", r));
+      await new Promise((r) => setTimeout(r, delayMs));
+      child.kill("SIGKILL");
+      await exited;
+      fsckClean(repo);
+      assert.deepEqual(tags(repo), [], "a killed pull tags nothing");
+    }
+    const rep = pull(repo, [src, "deb"]);
+    assert.equal(rep.manifestDigest, readImage(debian.layout, debian.tag).manifestDigest);
+    for (const l of rep.layers) {
+      const cat = stratum(["--repo", repo, "cat", `oci-layer-${l.diffId}`]);
+      assert.equal(sha256(cat.stdout), l.diffId);
+    }
+    fsckClean(repo);
+  });
+});
