@@ -305,6 +305,8 @@ class DumpfileParser {
   /** The parent found for the previous line, by the path text before its last `/`. */
   private lastPrefix = "\0";
   private lastParent = -1;
+  /** Where the next backslash in the text is (-1: none; before the current line: not looked up yet). */
+  private nextBackslash = -2;
   /** The previous xattr token and its pair id (consecutive lines often repeat a label). */
   private lastToken = "";
   private lastTokenId = -1;
@@ -355,9 +357,17 @@ class DumpfileParser {
     }
     const restStart = p;
 
-    const fPath = this.field(0);
-    const path = cString(fPath.indexOf("\\") < 0 ? fPath : unescapeOrFail(fPath, "PATH", lineNo));
-    if (path === "") fail(lineNo, "empty PATH");
+    // PATH: taken from the text as it is when it has no escapes (the usual case), else unescaped.
+    const pathStart = fieldStart[0];
+    const pathEnd = fieldEnd[0];
+    if (this.nextBackslash !== -1 && this.nextBackslash < pathStart)
+      this.nextBackslash = text.indexOf("\\", pathStart);
+    const plain = this.nextBackslash === -1 || this.nextBackslash >= pathEnd;
+    let escapedPath: string | null = null;
+    if (!plain) {
+      escapedPath = cString(unescapeOrFail(this.field(0), "PATH", lineNo));
+      if (escapedPath === "") fail(lineNo, "empty PATH");
+    } else if (pathEnd === pathStart) fail(lineNo, "empty PATH");
 
     const isHardlink = text.charCodeAt(fieldStart[2]) === 0x40; // @
     let mode = this.digits(2, 8, isHardlink ? 1 : 0);
@@ -371,32 +381,10 @@ class DumpfileParser {
     const type = (mode & S_IFMT) >> 12;
 
     // Attach the new entry (the tree_add_node step).
-    let row: number;
-    if (path === "/") {
-      if (type !== T_DIR) fail(lineNo, "the root must be a directory");
-      if (t.length > 0) fail(lineNo, "a second root line");
-      row = t.add(-1, "", T_DIR);
-      this.dirs.set("", row);
-    } else {
-      if (t.length === 0)
-        return fail(lineNo, `root line missing: the first line must be "/", not ${jsonPath(path)}`);
-      const slash = path.lastIndexOf("/");
-      const name = path.slice(slash + 1);
-      let parent: number;
-      if (slash === this.lastPrefix.length && path.startsWith(this.lastPrefix)) parent = this.lastParent;
-      else {
-        const prefix = slash < 0 ? "" : path.slice(0, slash);
-        parent = this.findParent(path, prefix, lineNo);
-        this.lastPrefix = prefix;
-        this.lastParent = parent;
-      }
-      if (name === "." || name === "..") fail(lineNo, `invalid . or .. in path ${jsonPath(path)}`);
-      if (name === "") fail(lineNo, `empty file name in path ${jsonPath(path)}`);
-      if (name.length > NAME_MAX)
-        fail(lineNo, `file name longer than ${NAME_MAX} bytes in path ${jsonPath(path)}`);
-      row = t.add(parent, name, type);
-      if (type === T_DIR && !isHardlink) this.dirs.set(isCanonical(path) ? path : canonical(path), row);
-    }
+    const row =
+      plain && pathEnd - pathStart > 1 && text.charCodeAt(pathStart) === 0x2f && t.length > 0
+        ? this.attachPlain(pathStart, pathEnd, type, isHardlink, lineNo)
+        : this.attach(escapedPath ?? this.field(0), type, isHardlink, lineNo);
     t.perm[row] = mode & 0o7777;
 
     if (isHardlink) {
@@ -514,6 +502,59 @@ class DumpfileParser {
       default:
         break;
     }
+  }
+
+  /** Attach a plain absolute path (no escapes, not the root) read straight from text[a, b). */
+  private attachPlain(a: number, b: number, type: number, isHardlink: boolean, lineNo: number): number {
+    const text = this.text;
+    const slash = text.lastIndexOf("/", b - 1);
+    let parent: number;
+    const lastPrefix = this.lastPrefix;
+    if (slash - a === lastPrefix.length && text.startsWith(lastPrefix, a)) parent = this.lastParent;
+    else {
+      const prefix = text.slice(a, slash);
+      parent = this.findParent(text.slice(a, b), prefix, lineNo);
+      this.lastPrefix = prefix;
+      this.lastParent = parent;
+    }
+    const name = text.slice(slash + 1, b);
+    this.checkName(name, text.slice(a, b), lineNo);
+    const row = this.t.add(parent, name, type);
+    if (type === T_DIR && !isHardlink) {
+      const path = text.slice(a, b);
+      this.dirs.set(isCanonical(path) ? path : canonical(path), row);
+    }
+    return row;
+  }
+
+  /** Attach any other path (unescaped): the root line, relative paths, repeated slashes. */
+  private attach(path: string, type: number, isHardlink: boolean, lineNo: number): number {
+    const t = this.t;
+    if (path === "/") {
+      if (type !== T_DIR) fail(lineNo, "the root must be a directory");
+      if (t.length > 0) fail(lineNo, "a second root line");
+      const row = t.add(-1, "", T_DIR);
+      this.dirs.set("", row);
+      return row;
+    }
+    if (t.length === 0)
+      return fail(lineNo, `root line missing: the first line must be "/", not ${jsonPath(path)}`);
+    const slash = path.lastIndexOf("/");
+    const prefix = slash < 0 ? "" : path.slice(0, slash);
+    const parent = this.findParent(path, prefix, lineNo);
+    this.lastPrefix = "\0"; // a prefix of another spelling: do not let the plain path reuse it
+    const name = path.slice(slash + 1);
+    this.checkName(name, path, lineNo);
+    const row = t.add(parent, name, type);
+    if (type === T_DIR && !isHardlink) this.dirs.set(isCanonical(path) ? path : canonical(path), row);
+    return row;
+  }
+
+  private checkName(name: string, path: string, lineNo: number): void {
+    if (name === "." || name === "..") fail(lineNo, `invalid . or .. in path ${jsonPath(path)}`);
+    if (name === "") fail(lineNo, `empty file name in path ${jsonPath(path)}`);
+    if (name.length > NAME_MAX)
+      fail(lineNo, `file name longer than ${NAME_MAX} bytes in path ${jsonPath(path)}`);
   }
 
   /**

@@ -438,7 +438,7 @@ function inodeAttributes(t: FlatTree, order: InodeOrder, version: 0 | 1): InodeA
 
   const xa = new XattrTable();
   const fromSource = new Int32Array(t.pairKey.length).fill(-1);
-  const metacopyIds = new Map<string, number>();
+  const byDigest = new DigestIndex(n);
   const redirectIds = new Map<string, number>();
   const fixed = (key: string, value: string): number => xa.intern(key, value);
   const opaqueRoot = fixed(OPAQUE, "y");
@@ -514,23 +514,30 @@ function inodeAttributes(t: FlatTree, order: InodeOrder, version: 0 | 1): InodeA
             if (!Number.isSafeInteger(fileSize) || fileSize > FILE_SIZE_MAX) throw bad("file too large");
             k = K_REG_EXTERNAL;
             const digest = t.digest[row];
+            const payload = t.payload[row];
             let mc = metacopyEmpty;
+            let entry = -1;
             if (digest !== undefined) {
-              const known = metacopyIds.get(digest);
-              if (known !== undefined) mc = known;
-              else {
+              entry = byDigest.find(digest);
+              if (entry < 0) {
                 if (!isDigestHex(digest)) throw bad(`invalid digest ${digest}`);
-                mc = xa.addMetacopy(digest);
-                metacopyIds.set(digest, mc);
+                entry = byDigest.add(digest, xa.addMetacopy(digest));
               }
+              mc = byDigest.metacopy[entry];
             }
             setXattr(ids, xa, mc);
-            const payload = t.payload[row];
             if (payload !== undefined && payload.length > 0) {
-              let rd = redirectIds.get(payload);
-              if (rd === undefined) {
-                rd = xa.addRedirect(payload);
-                redirectIds.set(payload, rd);
+              let rd: number | undefined;
+              // The usual payload is the object path of the digest: its redirect pair is the digest's.
+              if (entry >= 0 && isObjectPath(payload, digest as string)) {
+                rd = byDigest.redirect[entry];
+                if (rd < 0) rd = byDigest.redirect[entry] = xa.addRedirect(payload);
+              } else {
+                rd = redirectIds.get(payload);
+                if (rd === undefined) {
+                  rd = xa.addRedirect(payload);
+                  redirectIds.set(payload, rd);
+                }
               }
               setXattr(ids, xa, rd);
             }
@@ -825,6 +832,72 @@ function hexDigit(c: number): number {
 
 function metacopyHeader(digestSize: number): string {
   return digestSize === 32 ? METACOPY_SHA256_HEADER : METACOPY_SHA512_HEADER;
+}
+
+/** `ab/cdef…` for digest `abcdef…`: the payload of a file stored in the object store. */
+function isObjectPath(payload: string, digest: string): boolean {
+  if (payload.length !== digest.length + 1 || payload.charCodeAt(2) !== 0x2f) return false;
+  if (payload.charCodeAt(0) !== digest.charCodeAt(0) || payload.charCodeAt(1) !== digest.charCodeAt(1))
+    return false;
+  for (let i = 2; i < digest.length; i++)
+    if (payload.charCodeAt(i + 1) !== digest.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * External files by digest, with their metacopy pair and (for files stored under their object path) redirect
+ * pair: an open-addressing table keyed by the digest's first hex digits, so deduplicating 40k digests costs
+ * no string hashing.
+ */
+class DigestIndex {
+  readonly digests: string[] = [];
+  readonly metacopy: number[] = [];
+  readonly redirect: number[] = [];
+  private slots: Int32Array;
+  private mask: number;
+
+  constructor(expected: number) {
+    let size = 1024;
+    while (size < expected * 2) size *= 2;
+    this.slots = new Int32Array(size).fill(-1);
+    this.mask = size - 1;
+  }
+
+  private static hash(digest: string): number {
+    let h = 0;
+    for (let i = 0; i < 7; i++)
+      h = (h << 4) | (digest.charCodeAt(i) & 0x0f) | ((digest.charCodeAt(i) >> 6) * 9);
+    return h;
+  }
+
+  find(digest: string): number {
+    for (let s = DigestIndex.hash(digest) & this.mask; ; s = (s + 1) & this.mask) {
+      const e = this.slots[s];
+      if (e < 0 || this.digests[e] === digest) return e;
+    }
+  }
+
+  add(digest: string, metacopyPair: number): number {
+    if (this.digests.length * 2 >= this.slots.length) this.grow();
+    const e = this.digests.length;
+    this.digests.push(digest);
+    this.metacopy.push(metacopyPair);
+    this.redirect.push(-1);
+    this.place(e);
+    return e;
+  }
+
+  private place(e: number): void {
+    let s = DigestIndex.hash(this.digests[e]) & this.mask;
+    while (this.slots[s] >= 0) s = (s + 1) & this.mask;
+    this.slots[s] = e;
+  }
+
+  private grow(): void {
+    this.slots = new Int32Array(this.slots.length * 2).fill(-1);
+    this.mask = this.slots.length - 1;
+    for (let e = 0; e < this.digests.length; e++) this.place(e);
+  }
 }
 
 /** A digest in lowercase hex, 64 (SHA-256) or 128 (SHA-512) digits. */
