@@ -866,7 +866,7 @@ class DigestIndex {
   private static hash(digest: string): number {
     let h = 0;
     for (let i = 0; i < 7; i++)
-      h = (h << 4) | (digest.charCodeAt(i) & 0x0f) | ((digest.charCodeAt(i) >> 6) * 9);
+      h = (h << 4) | ((digest.charCodeAt(i) & 0x0f) + (digest.charCodeAt(i) >> 6) * 9);
     return h;
   }
 
