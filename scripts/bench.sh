@@ -11,18 +11,24 @@
 #   3. composefs images: the cs9-x86_64-developer conformance vector written from its dumpfile (checked against
 #      the vector's sha256), and /usr/share read into a repository as objects + EROFS image vs `cp -a; sync -f`
 #      and `mkfs.erofs`.
+#   4. pull: a realistic three-layer Debian image (about 530 MB, cached in /var/cache/stratum-bench/) from a
+#      loopback docker-registry: `stratum pull` vs `skopeo copy` to an OCI dir + `umoci unpack`, and
+#      `podman pull` (both followed by `sync -f`).
 #
 # Everything runs on a journaled ext4 in a sparse image file loop-mounted on a private temporary directory (the
 # root filesystem here is ext4 without a journal, where creating many files is erratically slow); the image is
 # unmounted and deleted on exit. Wall, user and system time and peak RSS come from GNU time. Needs root.
 #
-# Environment: BENCH_RUNS (default 3), BENCH_IMAGE_SIZE (default 8G), BENCH_TMP (default /tmp),
+# Environment: BENCH_RUNS (default 3), BENCH_STAGES (default "fsverity tar images pull"), BENCH_IMAGE_SIZE
+# (default 8G), BENCH_TMP (default /tmp),
 # BENCH_MIRROR (default: the first Debian archive URI for bookworm in the apt sources),
 # BENCH_CACHE (default /var/cache/stratum-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${BENCH_RUNS:-3}
+STAGES=" ${BENCH_STAGES:-fsverity tar images pull} "
+stage() { [[ $STAGES == *" $1 "* ]]; }
 IMAGE_SIZE=${BENCH_IMAGE_SIZE:-8G}
 CACHE=${BENCH_CACHE:-/var/cache/stratum-bench}
 SUITE=bookworm
@@ -42,7 +48,8 @@ fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 
 # --- Debian packages -----------------------------------------------------------------------------------------
-packages=(time fsverity e2fsprogs erofs-utils mount util-linux tar coreutils openssl mmdebstrap psmisc)
+packages=(time fsverity e2fsprogs erofs-utils mount util-linux tar coreutils openssl mmdebstrap psmisc skopeo umoci
+  podman docker-registry curl python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -153,6 +160,7 @@ run_timed() {
 settle() { sync -f "$MNT"; }
 
 # --- 1. fs-verity digest ------------------------------------------------------------------------------------
+if stage fsverity; then
 log "1/4 fs-verity digest: generating a $FSV_SIZE random file"
 RANDOM_FILE=$MNT/random.bin
 head -c "$FSV_SIZE" /dev/urandom >"$RANDOM_FILE"
@@ -180,6 +188,8 @@ printf 'fsverity\tfs-verity digest of a %s random file\t%s\t0\t%s\n' "$FSV_LABEL
   >>"$GROUPS_TSV"
 rm -f "$RANDOM_FILE"
 settle
+
+fi
 
 # --- 2. tar inputs ------------------------------------------------------------------------------------------
 # The first Debian archive URI whose suites include $SUITE: deb822 .sources files first, then one-line lists.
@@ -213,6 +223,7 @@ find_mirror() {
 
 MIRROR=${BENCH_MIRROR:-$(find_mirror | head -n1)}
 mkdir -p "$CACHE"
+if stage tar; then
 MINBASE=
 log "2/4 tar inputs: minbase $SUITE (mmdebstrap, cached in $CACHE)"
 exec 9>"$CACHE/.lock"
@@ -310,7 +321,9 @@ bench_tar() {
 if [ -n "$MINBASE" ]; then bench_tar tar-minbase "tar import: Debian $SUITE minbase (mmdebstrap)" "$MINBASE"; fi
 bench_tar tar-usr "tar import: /usr/share + /usr/bin" "$USR_TAR"
 rm -f "$USR_TAR"
+fi
 
+if stage images; then
 # --- 4. composefs images -----------------------------------------------------------------------------------
 # a) The largest conformance vector written from its dumpfile; the image must match the vector's sha256.
 #    C mkcomposefs is not packaged for Debian 12 and cannot run here: BENCHMARKS.md compares with the figure
@@ -361,6 +374,120 @@ done
 printf '%s\t%s\t%s\t%s\t%s\n' images-dir "directory to composefs image with objects: $IMG_SRC" "$img_bytes" "$img_entries" \
   "Source in the page cache; fresh repository per run; create-image ends with syncfs, hence the sync in the cp peer." \
   >>"$GROUPS_TSV"
+
+fi
+
+# --- 5. pull: a realistic multi-layer image from a loopback registry -----------------------------------------
+# The image: a Debian rootfs (mmdebstrap minbase plus compilers, Python with numpy, perl, git: about 530 MB),
+# split into three gzip layers (everything but /usr/lib and /usr/share; /usr/lib; /usr/share), built with umoci
+# and cached in $CACHE. It is pushed to a plain docker-registry on a free loopback port whose storage is on the
+# bench filesystem. Each run starts from an empty repository / directory / podman root on the same filesystem:
+#   stratum pull                 (ends with syncfs: every object and stream durable)
+#   skopeo copy to an OCI dir, then umoci unpack, then sync -f
+#   podman pull (overlay storage, own --root), then sync -f
+PULL_PACKAGES=python3,python3-numpy,perl,git,gcc,libc6-dev,vim-tiny,iproute2
+if stage pull; then
+  for tool in skopeo umoci podman docker-registry; do
+    command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh installs it)"
+  done
+  [ -n "$MIRROR" ] || die "no Debian archive for $SUITE in the apt sources: cannot build the pull image"
+  exec 9>"$CACHE/.lock"
+  flock 9
+  key=$(printf '%s %s' "$SUITE" "$PULL_PACKAGES" | sha256sum | cut -c1-16)
+  BIG_TAR=$CACHE/pull-$SUITE-$key.tar
+  BIG_OCI=$CACHE/pull-$SUITE-$key.oci
+  if [ ! -f "$BIG_TAR" ]; then
+    log "5/5 building $BIG_TAR with mmdebstrap (minbase + $PULL_PACKAGES)"
+    mmdebstrap --variant=minbase --mode=root --format=tar --include="$PULL_PACKAGES" "$SUITE" "$BIG_TAR.tmp" "$MIRROR" \
+      >"$WORK/mmdebstrap-pull.log" 2>&1 || {
+      rm -f "$BIG_TAR.tmp"
+      tail -n 20 "$WORK/mmdebstrap-pull.log" >&2
+      die "mmdebstrap failed"
+    }
+    mv "$BIG_TAR.tmp" "$BIG_TAR"
+  fi
+  if [ ! -f "$BIG_OCI/index.json" ]; then
+    log "5/5 splitting it into three layers and building $BIG_OCI with umoci"
+    root=$MNT/pull-rootfs
+    mkdir -p "$root"
+    tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$BIG_TAR" -C "$root"
+    lt() { tar --numeric-owner --xattrs --xattrs-include='*' --sort=name --format=posix -C "$root" -cf "$@"; }
+    lt "$MNT/l1.tar" --exclude=./usr/lib --exclude=./usr/share .
+    lt "$MNT/l2.tar" ./usr/lib
+    lt "$MNT/l3.tar" ./usr/share
+    rm -rf "$root" "$BIG_OCI.tmp"
+    umoci init --layout "$BIG_OCI.tmp"
+    umoci new --image "$BIG_OCI.tmp:bench"
+    umoci config --image "$BIG_OCI.tmp:bench" --config.cmd /bin/bash
+    for l in 1 2 3; do umoci raw add-layer --image "$BIG_OCI.tmp:bench" "$MNT/l$l.tar"; done
+    umoci gc --layout "$BIG_OCI.tmp"
+    rm -f "$MNT"/l[123].tar
+    mv "$BIG_OCI.tmp" "$BIG_OCI"
+  fi
+  flock -u 9
+
+  # The registry: plain, loopback, a free port, storage on the bench filesystem.
+  REG=$MNT/registry
+  mkdir -p "$REG/data"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage:\n  filesystem: { rootdirectory: %s }\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$REG/data" "$port" >"$REG/config.yml"
+  docker-registry serve "$REG/config.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "http://127.0.0.1:$port/v2/" >/dev/null || die "docker-registry did not start (see $WORK/registry.log)"
+  IMAGE_REF=127.0.0.1:$port/bench/debian:latest
+  log "5/5 pushing the image to $IMAGE_REF"
+  skopeo copy --quiet --dest-tls-verify=false "oci:$BIG_OCI:bench" "docker://$IMAGE_REF"
+  pull_bytes=$(node -e '
+    const fs = require("fs"), p = require("path"), d = process.argv[1];
+    const blob = (x) => p.join(d, "blobs", ...x.split(":"));
+    const idx = JSON.parse(fs.readFileSync(p.join(d, "index.json")));
+    const m = JSON.parse(fs.readFileSync(blob(idx.manifests[0].digest)));
+    const c = JSON.parse(fs.readFileSync(blob(m.config.digest)));
+    let n = 0; for (const l of m.layers) n += l.size;
+    console.log(n, m.layers.length, c.rootfs.diff_ids.join(","));' "$BIG_OCI")
+  read -r pull_compressed pull_layers pull_diffids <<<"$pull_bytes"
+  pull_entries=$(tar -tf "$BIG_TAR" | wc -l)
+  log "5/5 pull: $pull_layers layers, $pull_compressed bytes compressed, $pull_entries entries"
+  # Warm the registry's blobs into the page cache once, for every tool alike.
+  cat "$REG"/data/docker/registry/v2/blobs/sha256/*/*/data >/dev/null
+  for run in $(seq 1 "$RUNS"); do
+    repo=$MNT/repo
+    "${STRATUM[@]}" --repo "$repo" init >/dev/null 2>&1
+    settle
+    run_timed pull-debian "stratum pull" ours "$run" "${STRATUM[@]}" --repo "$repo" pull -q --json "docker://$IMAGE_REF" bench
+    got=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).layers.map((l) => l.diffId).join(","))' "$WORK/out")
+    [ "$got" = "$pull_diffids" ] || die "stratum pull stored diff_ids $got, the image has $pull_diffids"
+    rm -rf "$repo"
+    settle
+
+    run_timed pull-debian "skopeo copy + umoci unpack" peer "$run" sh -c \
+      'skopeo copy --quiet --src-tls-verify=false "docker://$1" "oci:$2:bench" && umoci unpack --image "$2:bench" "$3" >/dev/null && sync -f "$3"' \
+      sh "$IMAGE_REF" "$MNT/oci" "$MNT/bundle"
+    rm -rf "$MNT/oci" "$MNT/bundle"
+    settle
+
+    run_timed pull-debian "podman pull" peer "$run" sh -c \
+      'podman --root "$2/root" --runroot "$2/run" --storage-driver overlay pull --quiet --tls-verify=false "$1" >/dev/null && sync -f "$2"' \
+      sh "$IMAGE_REF" "$MNT/podman"
+    podman --root "$MNT/podman/root" --runroot "$MNT/podman/run" --storage-driver overlay system reset --force >/dev/null 2>&1 || true
+    umount -R "$MNT/podman/root/overlay" 2>/dev/null || true
+    rm -rf "$MNT/podman"
+    settle
+  done
+  kill "$REG_PID" 2>/dev/null
+  wait "$REG_PID" 2>/dev/null || true
+  rm -rf "$REG"
+  printf '%s\t%s\t%s\t%s\t%s\n' pull-debian \
+    "pull: Debian $SUITE with Python, numpy, gcc, perl, git ($pull_layers gzip layers) from a loopback registry" \
+    "$pull_compressed" "$pull_entries" \
+    "Bytes are the compressed layers. Registry blobs in the page cache; empty repository / directory / podman root per run, all on the bench filesystem. stratum pull ends with syncfs, so both peers end with sync -f. Wall-time ratio = 1 / speed ratio." \
+    >>"$GROUPS_TSV"
+fi
 
 # --- report -------------------------------------------------------------------------------------------------
 node "$APP/dist/bench/report.js" "$RUNS_TSV" "$GROUPS_TSV" "$RESULTS/results.json" \

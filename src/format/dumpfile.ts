@@ -710,11 +710,10 @@ class DumpfileParser {
  * §2.1–§2.5). `strict` is mkcomposefs's `CFS_PARSE_STRICT=1`: a trailing newline, symlink SIZE equal to the
  * target length, no CONTENT on symlinks, RDEV 0 on non-devices. Throws DumpfileError naming the line.
  */
-export function parseDumpfileFlat(input: Buffer, opts: { strict?: boolean } = {}): FlatTree {
+export function parseDumpfileFlat(input: Buffer | ByteString, opts: { strict?: boolean } = {}): FlatTree {
   const strict = opts.strict ?? false;
-  let lines = 0;
-  for (let i = input.indexOf(10); i >= 0; i = input.indexOf(10, i + 1)) lines++;
-  const text = input.toString("latin1");
+  const text = typeof input === "string" ? input : input.toString("latin1");
+  const lines = countLines(text);
   const parser = new DumpfileParser(text, strict, lines + 1);
   const nul = text.indexOf("\0");
   let lineNo = 0;
@@ -738,8 +737,14 @@ export function parseDumpfileFlat(input: Buffer, opts: { strict?: boolean } = {}
   return t;
 }
 
+function countLines(text: string): number {
+  let lines = 0;
+  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines++;
+  return lines;
+}
+
 /** parseDumpfileFlat, as an object tree (src/tree/tree.ts). */
-export function parseDumpfile(input: Buffer, opts: { strict?: boolean } = {}): FileSystem {
+export function parseDumpfile(input: Buffer | ByteString, opts: { strict?: boolean } = {}): FileSystem {
   return toFileSystem(parseDumpfileFlat(input, opts));
 }
 

@@ -33,9 +33,10 @@ function version(text: string, what: string): 0 | 1 {
 
 async function readSource(source: string, opts: Options): Promise<FileSystem | FlatTree> {
   if (opts.fromFile) {
-    let text: Buffer;
+    // Read as a byte string: the parser works on one, and no Buffer copy of the file stays alive beside it.
+    let text: string;
     try {
-      text = fs.readFileSync(source === "-" ? 0 : source);
+      text = fs.readFileSync(source === "-" ? 0 : source, "latin1");
     } catch (err) {
       throw new StratumError("E_NOT_FOUND", ioError(err, `cannot read ${source}`).message);
     }
