@@ -25,7 +25,8 @@
 #define MAX_DIGEST 64
 
 /* Throws a Node-style system error for errno value `err` from `syscall`; returns NULL for the caller. */
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+/* An Error like Node's system errors: code (ENOENT…), errno (negative), syscall, message "CODE: text, syscall". */
+static napi_value errno_error(napi_env env, int err, const char *syscall) {
   const char *name = strerrorname_np(err);
   char msg[256], desc[128];
   snprintf(desc, sizeof desc, "%s", strerror(err));
@@ -39,7 +40,11 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall) {
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
   napi_set_named_property(env, error, "errno", errno_value);
   napi_set_named_property(env, error, "syscall", syscall_value);
-  napi_throw(env, error);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  napi_throw(env, errno_error(env, err, syscall));
   return NULL;
 }
 
@@ -144,6 +149,47 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
   if (syncfs(fd) < 0) return throw_errno(env, errno, "syncfs");
   return NULL;
+}
+
+/* syncfsAsync(fd): syncfs on a libuv worker thread; returns a promise, so the event loop runs meanwhile. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd;
+  int err;
+} syncfs_job;
+
+static void syncfs_execute(napi_env env, void *data) {
+  (void)env;
+  syncfs_job *job = data;
+  job->err = syncfs(job->fd) < 0 ? errno : 0;
+}
+
+static void syncfs_complete(napi_env env, napi_status status, void *data) {
+  syncfs_job *job = data;
+  if (status == napi_ok && job->err == 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, job->deferred, undefined);
+  } else {
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err ? job->err : ECANCELED, "syncfs"));
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value js_syncfs_async(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise, name;
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  syncfs_job *job = calloc(1, sizeof *job);
+  if (!job) return throw_errno(env, ENOMEM, "syncfs");
+  job->fd = fd;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "stratum.syncfs", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, syncfs_execute, syncfs_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 /* fsverityEnable(fd, 1 (sha256) | 2 (sha512)): 4096-byte blocks, no salt, no signature. */
@@ -329,6 +375,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfsAsync", NULL, js_syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fsverityEnable", NULL, js_fsverity_enable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fsverityMeasure", NULL, js_fsverity_measure, NULL, NULL, NULL, napi_enumerable, NULL},
       {"linkFd", NULL, js_link_fd, NULL, NULL, NULL, napi_enumerable, NULL},

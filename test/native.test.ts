@@ -18,6 +18,7 @@ import {
   isSysError,
   linkFd,
   syncfs,
+  syncfsAsync,
   type SysError,
 } from "../src/sys/native.ts";
 import * as native from "../src/sys/native.ts";
@@ -137,6 +138,23 @@ test("syncfs on a directory fd succeeds; a bad fd throws EBADF", (t) => {
     ["EBADF"],
     "syncfs",
   );
+});
+
+test("syncfsAsync returns a promise that resolves after the flush; a bad fd rejects with EBADF", async (t) => {
+  const dir = tempDir(t);
+  const fd = openFd(t, dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  // Dirty data for the flush to write, so it takes a moment.
+  fs.writeFileSync(path.join(dir, "data"), Buffer.alloc(32 << 20, 1));
+  const pending = syncfsAsync(fd);
+  assert.ok(pending instanceof Promise, "returns at once, with a promise");
+  assert.equal(await pending, undefined);
+  let rejected: unknown;
+  try {
+    await syncfsAsync(1_000_000_000);
+  } catch (err) {
+    rejected = err;
+  }
+  assertSysError(rejected, ["EBADF"], "syncfs");
 });
 
 test("O_TMPFILE + linkFd names an anonymous file and never replaces an existing one", (t) => {

@@ -225,7 +225,7 @@ export async function ingestLayer(
     return { diffId, compression, streamName, streamId: existing, stored: false, restoredZeros, ...stats };
   }
   const written = stream.finish();
-  repo.publishStream(streamName, written.id);
+  await repo.publishStreamAsync(streamName, written.id);
   return { diffId, compression, streamName, streamId: written.id, stored: true, restoredZeros, ...stats };
 }
 

@@ -15,7 +15,7 @@ import {
   type Algorithm,
   type ObjectId,
 } from "../format/object-id.ts";
-import { fsverityEnable, fsverityMeasure, syncfs } from "../sys/native.ts";
+import { fsverityEnable, fsverityMeasure, syncfs, syncfsAsync } from "../sys/native.ts";
 import { RepoLock } from "./lock.ts";
 import { newMeta, parseMeta, serializeMeta, unknownReadOnlyFeatures, type RepoMeta } from "./meta.ts";
 import { ObjectStore, type VerityMode } from "./objects.ts";
@@ -213,6 +213,17 @@ export class Repository {
     this.checkWritable();
     checkStreamName(name);
     this.sync();
+    replaceSymlink(this.root, `streams/${name}`, `../objects/${objectRelPath(id)}`);
+  }
+
+  /**
+   * publishStream, with the syncfs on a worker thread: other work of this process (the other layers of a pull)
+   * goes on while the filesystem flushes.
+   */
+  async publishStreamAsync(name: string, id: ObjectId): Promise<void> {
+    this.checkWritable();
+    checkStreamName(name);
+    await syncfsAsync(this.dirFd);
     replaceSymlink(this.root, `streams/${name}`, `../objects/${objectRelPath(id)}`);
   }
 

@@ -39,6 +39,7 @@ export const O_TMPFILE: number = 0o20000000 | constants.O_DIRECTORY;
 interface Addon {
   flock(fd: number, op: FlockOp, nonblock: boolean): boolean;
   syncfs(fd: number): void;
+  syncfsAsync(fd: number): Promise<void>;
   fsverityEnable(fd: number, hashAlgorithm: FsverityHashAlgorithm): void;
   fsverityMeasure(fd: number): FsverityMeasurement;
   linkFd(fd: number, newPath: string): void;
@@ -83,6 +84,14 @@ export function flock(fd: number, op: FlockOp, nonblock: boolean): boolean {
 /** syncfs(2): flush the whole filesystem that contains fd. */
 export function syncfs(fd: number): void {
   addon().syncfs(fd);
+}
+
+/**
+ * syncfs(2) on a libuv worker thread: the event loop (other layers of a pull) keeps running while the
+ * filesystem flushes. The fd must stay open until the promise settles.
+ */
+export function syncfsAsync(fd: number): Promise<void> {
+  return addon().syncfsAsync(fd);
 }
 
 /**
