@@ -435,8 +435,19 @@ describe("a realistic Debian image", () => {
       fsckClean(repo);
       assert.deepEqual(tags(repo), [], "a killed pull tags nothing");
     }
+    // The re-run fetches exactly the layers the killed pulls did not finish.
+    const stored = new Set(
+      fs
+        .readdirSync(path.join(repo, "streams"))
+        .filter((n) => n.startsWith("oci-layer-"))
+        .map((n) => n.slice("oci-layer-".length)),
+    );
     const rep = pull(repo, [src, "deb"]);
     assert.equal(rep.manifestDigest, readImage(debian.layout, debian.tag).manifestDigest);
+    assert.deepEqual(
+      rep.layers.map((l) => l.present),
+      rep.layers.map((l) => stored.has(l.diffId)),
+    );
     for (const l of rep.layers) {
       const cat = stratum(["--repo", repo, "cat", `oci-layer-${l.diffId}`]);
       assert.equal(sha256(cat.stdout), l.diffId);

@@ -30,6 +30,8 @@ function short(digest: string): string {
 export class PullProgress {
   private readonly layers: LayerLine[] = [];
   private drawn = 0;
+  /** Layer state changed since the last draw (tty). */
+  private dirty = false;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -72,13 +74,13 @@ export class PullProgress {
     }
   };
 
-  /** Draw the final state and stop redrawing. */
+  /** Draw the final state and stop redrawing. Nothing to draw when the block on screen is current. */
   finish(): void {
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.mode === "tty") this.draw();
+    if (this.mode === "tty" && this.dirty) this.draw();
     this.drawn = 0;
   }
 
@@ -90,6 +92,7 @@ export class PullProgress {
   }
 
   private schedule(): void {
+    this.dirty = true;
     if (this.timer === null)
       this.timer = setTimeout(() => {
         this.timer = null;
@@ -101,6 +104,7 @@ export class PullProgress {
     const cols = this.stream.columns || 100;
     let text = this.drawn > 0 ? `\x1b[${this.drawn}A` : "";
     let count = 0;
+    this.dirty = false;
     for (const l of this.layers) {
       if (!l) continue;
       count++;

@@ -40,6 +40,11 @@ export interface ImageSource {
    * registry resumes an interrupted download with a Range request), so the stream is the whole blob once.
    */
   blob(descriptor: Descriptor, opts?: BlobOptions): AsyncIterable<Buffer>;
+  /**
+   * The image's own name in the source when it records one: a docker-archive's first RepoTags entry, an OCI
+   * layout's full `org.opencontainers.image.ref.name`. What a pull is tagged with when no name is given.
+   */
+  readonly imageName?: string;
   /** How many blobs this source can usefully serve at once (a registry: several; an archive file: one). */
   readonly concurrency: number;
   /** Release connections, temporary files, sockets. */

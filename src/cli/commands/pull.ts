@@ -38,7 +38,10 @@ export function register(program: Command): void {
       "<source>",
       "docker://IMAGE, dockerd://IMAGE, podman://IMAGE, docker-archive:FILE[:REF], oci-archive:FILE[:REF], oci:DIR[:REF]",
     )
-    .argument("[name]", "name to tag the image with (default: the image's name in the source)")
+    .argument(
+      "[name]",
+      "name to tag the image with (default: its name in the source, else the reference or file name)",
+    )
     .option(
       "--platform <os/arch[/variant]>",
       "platform to pull from a multi-platform image (default: this machine)",
@@ -68,7 +71,7 @@ export function register(program: Command): void {
         try {
           const r = await pullImage(repo, image, {
             platform,
-            tag: name ?? source.name,
+            tag: name ?? image.imageName ?? source.name,
             concurrency: limit,
             onEvent: progress.onEvent,
           });

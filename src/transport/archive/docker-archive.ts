@@ -435,6 +435,10 @@ export class DockerArchiveImageSource implements ImageSource {
     return { bytes, digest: sha256(bytes), manifest, synthesized: true };
   }
 
+  get imageName(): string | undefined {
+    return this.image.repoTags[0];
+  }
+
   async *blob(descriptor: Descriptor, opts: BlobOptions = {}): AsyncGenerator<Buffer> {
     const entry = this.blobs.get(descriptor.digest) ?? this.blobEntry(descriptor.digest);
     if (entry === undefined)

@@ -294,6 +294,12 @@ export interface OciLayoutOptions {
 export class OciLayoutImageSource implements ImageSource {
   readonly concurrency = 2;
 
+  /** The selected entry's ref.name when it is a full image name (podman writes one; skopeo, a bare tag). */
+  get imageName(): string | undefined {
+    const ref = this.entries[0]?.annotations?.["org.opencontainers.image.ref.name"];
+    return ref !== undefined && /[/:]/.test(ref) ? ref : undefined;
+  }
+
   private constructor(
     readonly description: string,
     private readonly store: LayoutStore,

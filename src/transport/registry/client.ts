@@ -109,7 +109,10 @@ export interface ManifestResponse {
 }
 
 export interface BlobRequestOptions {
-  /** The expected size: a short body is resumed, a longer one is E_CORRUPT. */
+  /**
+   * The expected size: a download cut off before its Content-Length is resumed; a complete response of another
+   * length, or more bytes than this, is E_CORRUPT.
+   */
   size?: number;
   onBytes?: (n: number) => void;
   signal?: AbortSignal;
