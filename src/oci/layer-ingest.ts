@@ -68,6 +68,9 @@ export function layerStreamName(diffId: string): string {
   return `oci-layer-${diffId}`;
 }
 
+/** Input is handed to the decompressor in pieces of at least this many bytes. */
+const COALESCE_BYTES = 1 << 20;
+
 export function detectCompression(head: Buffer): Compression {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
@@ -95,14 +98,23 @@ async function* decompress(
   const first = Buffer.concat(head);
   const compression = detectCompression(first);
   onDetect(compression);
+  // The rest of the input in pieces of at least COALESCE_BYTES: network sources deliver 16-64 KiB at a time, and
+  // every piece costs a round through the decompressor's stream machinery.
   async function* rest(): AsyncGenerator<Buffer> {
-    if (first.length) yield first;
-    if (done) return;
-    for (;;) {
+    let parts: Buffer[] = first.length ? [first] : [];
+    let size = first.length;
+    while (!done) {
       const r = await it.next();
-      if (r.done) return;
-      yield r.value;
+      if (r.done) break;
+      parts.push(r.value);
+      size += r.value.length;
+      if (size >= COALESCE_BYTES) {
+        yield parts.length === 1 ? parts[0] : Buffer.concat(parts, size);
+        parts = [];
+        size = 0;
+      }
     }
+    if (size > 0) yield parts.length === 1 ? parts[0] : Buffer.concat(parts, size);
   }
   if (compression === "none") {
     yield* rest();
