@@ -58,6 +58,8 @@ interface Group {
 
 const FSVERITY_TARGET = 0.9;
 const RSS_LIMIT_MB = 200;
+/** Pull wall-time targets: at most this fraction of each peer's time. */
+const PULL_TARGETS: Record<string, number> = { "skopeo copy + umoci unpack": 0.5, "podman pull": 0.7 };
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -230,16 +232,30 @@ function checks(groups: Group[]): Check[] {
       ok: fsvRatio.speedBest >= FSVERITY_TARGET,
     });
   }
-  const tars = groups.filter((g) => g.entries !== null);
+  // Peak RSS on the largest input, among the tar imports and the pull.
+  const tars = groups.filter((g) => g.id.startsWith("tar-") || g.id.startsWith("pull-"));
   const largest = tars.sort((a, b) => b.bytes - a.bytes)[0];
   const ours = largest?.tools.find((t) => t.role === "ours");
   if (largest !== undefined && ours !== undefined) {
     out.push({
-      name: `peak RSS of \`${ours.tool}\` on the largest tar (${f2(largest.bytes / 1e9)} GB)`,
+      name: `peak RSS of \`${ours.tool}\` on the largest input (${f2(largest.bytes / 1e9)} GB)`,
       value: `${f1(ours.rssMaxMB)} MB`,
       target: `≤ ~${RSS_LIMIT_MB} MB`,
       ok: ours.rssMaxMB <= RSS_LIMIT_MB,
       near: ours.rssMaxMB > 0.9 * RSS_LIMIT_MB,
+    });
+  }
+  // Pull wall time against each peer (issue 4): ours ÷ peer wall time, median runs.
+  const pull = groups.find((g) => g.id === "pull-debian");
+  for (const r of pull?.ratios ?? []) {
+    const limit = PULL_TARGETS[r.peer];
+    if (limit === undefined) continue;
+    const wall = 1 / r.speedMedian;
+    out.push({
+      name: `pull wall time, \`${r.subject}\` ÷ \`${r.peer}\` (median)`,
+      value: `${f2(wall)}×`,
+      target: `≤ ${limit}×`,
+      ok: wall <= limit,
     });
   }
   return out;
