@@ -20,6 +20,7 @@
 // them when UID is 0).
 
 import { StratumError } from "../errors.ts";
+import { isAnyObjectId } from "./object-id.ts";
 import { FlatTree, T_BLK, T_CHR, T_DIR, T_LNK, T_REG, findChild, toFileSystem } from "../tree/flat.ts";
 import {
   S_IFBLK,
@@ -261,15 +262,6 @@ function u32Field(field: string, what: string, line: number): number {
   return v !== null && v <= 0xffffffff ? v : Number(cNumber(field, what, line) & 0xffffffffn);
 }
 
-function isLowerHexDigest(s: string): boolean {
-  if (s.length !== 64 && s.length !== 128) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
-  }
-  return true;
-}
-
 /** A path with a leading `/`, no empty components and no trailing `/`: its own key in the directory map. */
 function isCanonical(path: string): boolean {
   return path.charCodeAt(0) === 0x2f && path.indexOf("//") < 0 && path.charCodeAt(path.length - 1) !== 0x2f;
@@ -437,7 +429,7 @@ class DumpfileParser {
     const fDigest = this.field(10);
     let digest: string | undefined;
     if (fDigest !== "-" && fDigest !== "") {
-      const d = isLowerHexDigest(fDigest) ? fDigest : unescapeOrFail(fDigest, "DIGEST", lineNo);
+      const d = isAnyObjectId(fDigest) ? fDigest : unescapeOrFail(fDigest, "DIGEST", lineNo);
       if (d !== "") {
         if (!/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(d))
           fail(

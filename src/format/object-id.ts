@@ -65,6 +65,19 @@ export function isObjectId(alg: Algorithm, text: string): boolean {
   return text.length === alg.digestSize * 2 && HEX.test(text);
 }
 
+/**
+ * An object ID of either algorithm: 64 (SHA-256) or 128 (SHA-512) lowercase hex digits. A character loop rather
+ * than a regular expression: it runs once per file of a 64k-entry dumpfile.
+ */
+export function isAnyObjectId(s: string): boolean {
+  if (s.length !== 64 && s.length !== 128) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
 /** `ab/cdef…`: the object's path below `objects/`. */
 export function objectRelPath(id: ObjectId): string {
   return `${id.slice(0, 2)}/${id.slice(2)}`;

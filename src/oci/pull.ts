@@ -217,29 +217,17 @@ export async function pullImage(
     const layer = layers[i];
     const d = manifest.layers[i];
     const compression = layerCompression(d.mediaType, `layer ${d.digest}`); // refuses non-tar layers
+    const state = (s: LayerState): void =>
+      emit({ kind: "layer", index: i, digest: d.digest, diffId: layer.diffId, size: d.size, state: s });
     if (repo.hasStream(layerStreamName(layer.diffId)) || firstIndex.has(layer.diffId)) {
       layer.present = true;
-      emit({
-        kind: "layer",
-        index: i,
-        digest: d.digest,
-        diffId: layer.diffId,
-        size: d.size,
-        state: "present",
-      });
+      state("present");
       continue;
     }
     firstIndex.set(layer.diffId, i);
-    emit({ kind: "layer", index: i, digest: d.digest, diffId: layer.diffId, size: d.size, state: "waiting" });
+    state("waiting");
     tasks.push(async () => {
-      emit({
-        kind: "layer",
-        index: i,
-        digest: d.digest,
-        diffId: layer.diffId,
-        size: d.size,
-        state: "downloading",
-      });
+      state("downloading");
       let bytes = 0;
       const label = `layer ${d.digest}`;
       const check: BlobCheck = {};
@@ -261,7 +249,7 @@ export async function pullImage(
       layer.tarSize = r.tarSize;
       layer.newObjects = r.newObjects;
       layer.restoredZeros = r.restoredZeros;
-      emit({ kind: "layer", index: i, digest: d.digest, diffId: layer.diffId, size: d.size, state: "done" });
+      state("done");
     });
   }
   await runPool(tasks, opts.concurrency ?? source.concurrency);

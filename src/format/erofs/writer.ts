@@ -61,6 +61,7 @@ import {
   xattrPrefix,
   type InodeFields,
 } from "./format.ts";
+import { isAnyObjectId } from "../object-id.ts";
 import { xxh32ByteString } from "./xxhash32.ts";
 
 export interface ErofsOptions {
@@ -135,15 +136,8 @@ export interface ErofsPlan {
   readonly _l: Layout;
 }
 
-interface Layout {
-  version: 0 | 1;
-  hasAcl: boolean;
-  minSec: number;
-  minNsec: number;
-  // Entries, flat, directory by directory in BFS order, each directory's names sorted.
-  entName: string[];
-  entTarget: Int32Array;
-  // Per inode (index = BFS index).
+/** The inode fields, one column per field, indexed by inode number (= breadth-first index). */
+interface InodeColumns {
   /** Symlink target or inline content. */
   data: (string | undefined)[];
   kind: Uint8Array;
@@ -155,6 +149,16 @@ interface Layout {
   mtNsec: Uint32Array;
   size: Float64Array;
   rdev: Uint32Array;
+}
+
+interface Layout extends InodeColumns {
+  version: 0 | 1;
+  hasAcl: boolean;
+  minSec: number;
+  minNsec: number;
+  // Entries, flat, directory by directory in BFS order, each directory's names sorted.
+  entName: string[];
+  entTarget: Int32Array;
   entStart: Int32Array;
   entEnd: Int32Array;
   xaStart: Int32Array;
@@ -399,17 +403,7 @@ function resolveLinks(
 }
 
 /** What step B computes per inode: the inode fields and the rewritten, interned xattrs. */
-interface InodeAttributes {
-  kind: Uint8Array;
-  mode: Uint16Array;
-  nlink: Uint32Array;
-  uid: Uint32Array;
-  gid: Uint32Array;
-  mtSec: Float64Array;
-  mtNsec: Uint32Array;
-  size: Float64Array;
-  rdev: Uint32Array;
-  data: (string | undefined)[];
+interface InodeAttributes extends InodeColumns {
   xa: XattrTable;
   xaStart: Int32Array;
   xaIds: Int32Array;
@@ -520,7 +514,7 @@ function inodeAttributes(t: FlatTree, order: InodeOrder, version: 0 | 1): InodeA
             if (digest !== undefined) {
               entry = byDigest.find(digest);
               if (entry < 0) {
-                if (!isDigestHex(digest)) throw bad(`invalid digest ${digest}`);
+                if (!isAnyObjectId(digest)) throw bad(`invalid digest ${digest}`);
                 entry = byDigest.add(digest, xa.addMetacopy(digest));
               }
               mc = byDigest.metacopy[entry];
@@ -825,7 +819,7 @@ function valueBytes(value: string, enc: number): string {
   return value;
 }
 
-/** The value of a lowercase hex digit (validated by isDigestHex before it gets here). */
+/** The value of a lowercase hex digit (validated by isAnyObjectId before it gets here). */
 function hexDigit(c: number): number {
   return c <= 0x39 ? c - 0x30 : c - 0x57;
 }
@@ -898,16 +892,6 @@ class DigestIndex {
     this.mask = this.slots.length - 1;
     for (let e = 0; e < this.digests.length; e++) this.place(e);
   }
-}
-
-/** A digest in lowercase hex, 64 (SHA-256) or 128 (SHA-512) digits. */
-function isDigestHex(s: string): boolean {
-  if (s.length !== 64 && s.length !== 128) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
-  }
-  return true;
 }
 
 /**
