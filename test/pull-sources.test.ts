@@ -11,14 +11,9 @@
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
-import { SHA256 } from "../src/format/object-id.ts";
-import { ContentType } from "../src/format/splitstream.ts";
-import { digestFile } from "../src/repo/file-digest.ts";
-import { Repository } from "../src/repo/repository.ts";
 import { STRATUM_BIN, stratum, type CliResult } from "./helpers/cli.ts";
 import {
   dockerdUnavailable,
@@ -54,6 +49,7 @@ import {
   writeAuthFile,
   type Registry,
 } from "./helpers/registry.ts";
+import { extractedObjects, sha256, storedLayerObjects, type PullReport } from "./helpers/pull-checks.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 
 const reason = imagesUnavailable();
@@ -81,7 +77,10 @@ before(async () => {
   fs.mkdirSync(home);
   if (reason !== null) return;
   images = await buildImages();
-  multiObjects = expectedObjects(images.multiLayerTars.map((f) => fs.readFileSync(f)));
+  multiObjects = extractedObjects(
+    images.multiLayerTars.map((f) => fs.readFileSync(f)),
+    tmp,
+  );
   if (registryUnavailable() === null) {
     registry = await startRegistry();
     await pushImage(images.layout, "multi", registry, "test/multi:latest");
@@ -134,25 +133,6 @@ function newRepo(): string {
   return repo;
 }
 
-interface PullReport {
-  source: string;
-  manifestDigest: string;
-  configDigest: string;
-  indexDigest?: string;
-  tag?: string;
-  platform: string;
-  downloaded: number;
-  layers: {
-    digest: string;
-    diffId: string;
-    size: number;
-    mediaType: string;
-    present: boolean;
-    tarSize: number;
-    restoredZeros: number;
-  }[];
-}
-
 function pull(repo: string, args: string[], env: NodeJS.ProcessEnv = {}): PullReport {
   const r = cli(["--repo", repo, "pull", "--json", ...args], env);
   assert.equal(r.status, 0, `pull ${args.join(" ")}: ${r.stderr}`);
@@ -170,10 +150,6 @@ function pullFails(repo: string, args: string[], status: number, env: NodeJS.Pro
   return r.stderr;
 }
 
-function sha256(b: Buffer | string): string {
-  return `sha256:${createHash("sha256").update(b).digest("hex")}`;
-}
-
 /** `stratum cat` each distinct layer stream; each tar must hash to its diff_id. Returns the tars. */
 async function checkReassembly(repo: string, diffIds: string[], what: string): Promise<Map<string, Buffer>> {
   const unique = [...new Set(diffIds)];
@@ -186,46 +162,6 @@ async function checkReassembly(repo: string, diffIds: string[], what: string): P
     tars.set(diffId, c.stdout);
   });
   return tars;
-}
-
-/** fs-verity digests of the regular files over 64 bytes GNU tar extracts from `tars` (sorted, distinct). */
-function expectedObjects(tars: Buffer[]): string[] {
-  const out = new Set<string>();
-  for (const [i, tar] of tars.entries()) {
-    const dir = path.join(tmp, `x-${i}-${Date.now()}`);
-    fs.mkdirSync(dir);
-    const r = spawnSync("tar", ["-x", "-C", dir, "--no-same-owner", "--delay-directory-restore"], {
-      input: tar,
-      maxBuffer: 1 << 30,
-    });
-    assert.equal(r.status, 0, r.stderr.toString());
-    const walk = (d: string): void => {
-      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-        const p = path.join(d, e.name);
-        if (e.isDirectory()) walk(p);
-        else if (e.isFile() && fs.statSync(p).size > 64) out.add(digestFile(p, SHA256).digest);
-      }
-    };
-    walk(dir);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  return [...out].sort();
-}
-
-/** Every object the layer streams of `diffIds` reference (sorted, distinct). */
-async function storedLayerObjects(repo: string, diffIds: string[]): Promise<string[]> {
-  const r = await Repository.open(repo);
-  try {
-    const out = new Set<string>();
-    for (const d of diffIds) {
-      const s = r.openStream(`oci-layer-${d}`, ContentType.ociLayer);
-      for (const id of s.objectRefs) out.add(id);
-      s.close();
-    }
-    return [...out].sort();
-  } finally {
-    r.close();
-  }
 }
 
 /** The names of the layer streams in the repository. */

@@ -8,14 +8,9 @@
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
-import { ContentType } from "../src/format/splitstream.ts";
-import { SHA256 } from "../src/format/object-id.ts";
-import { digestFile } from "../src/repo/file-digest.ts";
-import { Repository } from "../src/repo/repository.ts";
 import { STRATUM_BIN, stratum } from "./helpers/cli.ts";
 import {
   blobPath,
@@ -32,6 +27,14 @@ import {
   type TestImages,
 } from "./helpers/images.ts";
 import { startFaultProxy } from "./helpers/fault-proxy.ts";
+import {
+  extractedObjects,
+  fileObjectsIn,
+  sha256,
+  storedDiffIds,
+  storedLayerObjects,
+  type PullReport,
+} from "./helpers/pull-checks.ts";
 import { registryUnavailable, startRegistry, type Registry } from "./helpers/registry.ts";
 import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 
@@ -70,23 +73,10 @@ function newRepo(): string {
   return repo;
 }
 
-interface PullReport {
-  manifestDigest: string;
-  configDigest: string;
-  tag?: string;
-  platform: string;
-  downloaded: number;
-  layers: { digest: string; diffId: string; present: boolean; restoredZeros: number }[];
-}
-
 function pull(repo: string, args: string[]): PullReport {
   const r = stratum(["--repo", repo, "pull", "--json", ...args]);
   assert.equal(r.status, 0, `pull ${args.join(" ")}: ${r.stderr}`);
   return JSON.parse(r.stdout.toString()) as PullReport;
-}
-
-function sha256(b: Buffer): string {
-  return `sha256:${createHash("sha256").update(b).digest("hex")}`;
 }
 
 /** The uncompressed bytes of a layer blob, decompressed by the real tools. */
@@ -97,36 +87,6 @@ function layerTar(layout: string, digest: string): Buffer {
   if (blob.readUInt32LE(0) === 0xfd2fb528)
     return spawnSync("zstd", ["-dc"], { input: blob, maxBuffer: 1 << 30 }).stdout;
   return blob;
-}
-
-/** fs-verity digests of the regular files over 64 bytes under `dir` (the ones stored as objects). */
-function fileObjects(dir: string): Set<string> {
-  const out = new Set<string>();
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile() && fs.statSync(p).size > 64) out.add(digestFile(p, SHA256).digest);
-    }
-  };
-  walk(dir);
-  return out;
-}
-
-/** Every object the image's layer streams reference. */
-async function storedLayerObjects(repo: string, diffIds: string[]): Promise<Set<string>> {
-  const r = await Repository.open(repo);
-  try {
-    const out = new Set<string>();
-    for (const d of diffIds) {
-      const s = r.openStream(`oci-layer-${d}`, ContentType.ociLayer);
-      for (const id of s.objectRefs) out.add(id);
-      s.close();
-    }
-    return out;
-  } finally {
-    r.close();
-  }
 }
 
 function fsckClean(repo: string): void {
@@ -162,27 +122,19 @@ async function checkGoodImage(
     assert.equal(sha256(cat.stdout), diffId, `${tag}: layer ${diffId} reassembled`);
   }
   // Stored objects = regular files > 64 bytes that GNU tar extracts from the layer blobs.
-  const expected = new Set<string>();
-  for (const [i, layer] of img.layers.entries()) {
-    const dir = path.join(tmp, `x-${tag}-${i}`);
-    fs.mkdirSync(dir);
-    const r = spawnSync("tar", ["-x", "-C", dir, "--no-same-owner", "--delay-directory-restore"], {
-      input: layerTar(layout, layer.digest),
-      maxBuffer: 1 << 30,
-    });
-    assert.equal(r.status, 0, r.stderr.toString());
-    for (const d of fileObjects(dir)) expected.add(d);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  const stored = await storedLayerObjects(repo, img.diffIds);
-  assert.deepEqual([...stored].sort(), [...expected].sort(), `${tag}: stored file objects`);
+  const expected = extractedObjects(
+    img.layers.map((l) => layerTar(layout, l.digest)),
+    tmp,
+  );
+  const stored = new Set(await storedLayerObjects(repo, img.diffIds));
+  assert.deepEqual([...stored], expected, `${tag}: stored file objects`);
   // What umoci unpack leaves is a subset (whiteouts and overwrites remove lower-layer files). umoci 0.4.7
   // cannot unpack zstd layers; GNU tar above is the oracle for those.
   if (img.layers.some((l) => l.mediaType.endsWith("+zstd"))) return fsckClean(repo);
   const bundle = path.join(tmp, `umoci-${tag}`);
   const u = spawnSync("umoci", ["unpack", "--image", `${layout}:${tag}`, bundle]);
   assert.equal(u.status, 0, u.stderr.toString());
-  for (const d of fileObjects(path.join(bundle, "rootfs")))
+  for (const d of fileObjectsIn(path.join(bundle, "rootfs")))
     assert.ok(stored.has(d), `${tag}: ${d} from umoci`);
   fs.rmSync(bundle, { recursive: true, force: true });
   fsckClean(repo);
@@ -436,12 +388,7 @@ describe("a realistic Debian image", () => {
       assert.deepEqual(tags(repo), [], "a killed pull tags nothing");
     }
     // The re-run fetches exactly the layers the killed pulls did not finish.
-    const stored = new Set(
-      fs
-        .readdirSync(path.join(repo, "streams"))
-        .filter((n) => n.startsWith("oci-layer-"))
-        .map((n) => n.slice("oci-layer-".length)),
-    );
+    const stored = new Set(storedDiffIds(repo));
     const rep = pull(repo, [src, "deb"]);
     assert.equal(rep.manifestDigest, readImage(debian.layout, debian.tag).manifestDigest);
     assert.deepEqual(
