@@ -1015,14 +1015,15 @@ describe("progress output", () => {
     for (const line of lines)
       assert.match(
         line,
-        /^(manifest sha256:[0-9a-f]{64} \(3 layers\)|[0-9a-f]{12}: (downloading|done|already present) \(.+\)|tagged m)$/,
+        /^(manifest sha256:[0-9a-f]{64} \(3 layers\)|[0-9a-f]{12}: (downloading|verifying|done|already present) \(.+\)|tagged m)$/,
       );
     assert.equal(lines[0], `manifest ${multi.manifestDigest} (3 layers)`);
     assert.equal(lines[lines.length - 1], "tagged m");
     const states = (digest: string): string[] =>
       lines.filter((l) => l.startsWith(`${short(digest)}: `)).map((l) => /: ([a-z ]+) \(/.exec(l)?.[1] ?? "");
     assert.deepEqual(states(multi.layers[0].digest), ["already present"]);
-    for (const l of multi.layers.slice(1)) assert.deepEqual(states(l.digest), ["downloading", "done"]);
+    for (const l of multi.layers.slice(1))
+      assert.deepEqual(states(l.digest), ["downloading", "verifying", "done"]);
     assert.match(r.stdout.toString(), /^m: sha256:/, "the summary goes to stdout");
     assert.match(r.stdout.toString(), /3 layers \(2 downloaded, 1 already present\)/);
   });

@@ -28,7 +28,11 @@ const ZSTD_CHUNKED_ANNOTATION_OLD = "io.containers.zstd-chunked.manifest-checksu
 /** Configs larger than this are refused (they are JSON; real ones are kilobytes). */
 const CONFIG_SIZE_MAX = 16 << 20;
 
-export type LayerState = "waiting" | "downloading" | "done" | "present";
+/**
+ * waiting: queued; downloading: bytes arriving (and being decompressed, hashed and split as they come);
+ * verifying: all bytes in, digests being checked and the layer made durable; done; present: already stored.
+ */
+export type LayerState = "waiting" | "downloading" | "verifying" | "done" | "present";
 
 export type PullEvent =
   | { kind: "resolved"; manifestDigest: string; configDigest: string; layers: number }
@@ -72,9 +76,11 @@ export interface PullResult {
   downloaded: number;
 }
 
-/** What verifiedBlob found wrong, for whoever reads its errors second-hand. */
+/** What verifiedBlob found wrong, for whoever reads its errors second-hand; and who to tell when it ends. */
 interface BlobCheck {
   error?: StratumError;
+  /** Called once every byte has arrived, before the digest is checked. */
+  onEnd?: () => void;
 }
 
 /**
@@ -102,6 +108,7 @@ async function* verifiedBlob(
     hash.update(chunk);
     yield chunk;
   }
+  check.onEnd?.();
   if (size !== d.size) fail(`${label}: ${size} bytes, the manifest gives ${d.size} (truncated?)`);
   const got = `${m[1]}:${hash.digest("hex")}`;
   if (got !== d.digest) fail(`${label}: digest mismatch: the blob is ${got}, the manifest says ${d.digest}`);
@@ -236,6 +243,7 @@ export async function pullImage(
         downloaded += n;
         emit({ kind: "progress", index: i, bytes, size: d.size });
       };
+      check.onEnd = () => state("verifying");
       const blob = verifiedBlob(source, d, label, { onBytes }, check);
       const r = await ingestBlameBlob(blob, check, (input) =>
         ingestLayer(repo, input, {
