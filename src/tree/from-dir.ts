@@ -10,7 +10,16 @@ import { StratumError, ioError } from "../errors.ts";
 import { SHA256, objectRelPath, type Algorithm } from "../format/object-id.ts";
 import { digestFd } from "../repo/file-digest.ts";
 import { getXattr, listXattrs } from "../sys/native.ts";
-import { Directory, FileSystem, Leaf, byteString, newStat, type LeafContent, type Stat } from "./tree.ts";
+import {
+  Directory,
+  FileSystem,
+  Leaf,
+  byteString,
+  makeRdev,
+  newStat,
+  type LeafContent,
+  type Stat,
+} from "./tree.ts";
 
 export const INLINE_CONTENT_MAX = 64;
 
@@ -48,7 +57,7 @@ export interface DirImportStats {
 export function encodeRdev(rdev: bigint): number {
   const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
   const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+  return makeRdev(major, minor);
 }
 
 export function readDirectory(

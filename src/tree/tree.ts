@@ -31,6 +31,14 @@ export function compareBytes(a: ByteString, b: ByteString): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * A device number as the tree (and EROFS, `i_u`) stores it: the kernel's 32-bit "new" encoding of major and
+ * minor (minor low 8 bits, major 12 bits, minor high bits above).
+ */
+export function makeRdev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
 export interface Stat {
   /** Permission and special bits only (mode & 0o7777); the file type comes from the node's kind. */
   mode: number;
