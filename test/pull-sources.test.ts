@@ -1015,7 +1015,7 @@ describe("progress output", () => {
     for (const line of lines)
       assert.match(
         line,
-        /^(manifest sha256:[0-9a-f]{64} \(3 layers\)|[0-9a-f]{12}: (downloading|verifying|done|already present) \(.+\)|tagged m)$/,
+        /^(manifest sha256:[0-9a-f]{64} \(3 layers\)|[0-9a-f]{12}: (downloading|verifying|done|already present) \(.+\)|composefs image [0-9a-f]{12}: written|tagged m)$/,
       );
     assert.equal(lines[0], `manifest ${multi.manifestDigest} (3 layers)`);
     assert.equal(lines[lines.length - 1], "tagged m");
@@ -1070,12 +1070,13 @@ describe("progress output", () => {
     const rows = terminalScreen(tty);
     const layerRow = (digest: string, state: string): RegExp =>
       new RegExp(`^${short(digest)}: ${state} +[0-9.]+ (B|KiB)$`);
-    assert.equal(rows.length, 5, `manifest, 3 layers, tagged:\n${rows.join("\n")}`);
+    assert.equal(rows.length, 6, `manifest, 3 layers, image, tagged:\n${rows.join("\n")}`);
     assert.equal(rows[0], `manifest ${multi.manifestDigest} (3 layers)`);
     assert.match(rows[1], layerRow(multi.layers[0].digest, "already present"));
     assert.match(rows[2], layerRow(multi.layers[1].digest, "done"));
     assert.match(rows[3], layerRow(multi.layers[2].digest, "done"));
-    assert.equal(rows[4], "tagged m");
+    assert.match(rows[4], /^composefs image [0-9a-f]{12}: written$/);
+    assert.equal(rows[5], "tagged m");
     assert.match(fs.readFileSync(stdoutFile, "utf8"), /^m: sha256:/);
   });
 

@@ -67,6 +67,9 @@ export class PullProgress {
         if (this.mode === "tty") this.schedule();
         break;
       }
+      case "image":
+        this.line(`composefs image ${e.erofs.slice(0, 12)}: ${e.built ? "written" : "already present"}`);
+        break;
       case "committed":
         this.finish();
         this.line(`tagged ${e.tag}`);

@@ -120,12 +120,17 @@ export function readImage(repo: Repository, manifestDigest: string): StoredImage
   };
 }
 
+/** The config named ref of the image's composefs EROFS (format 0 or 1; composefs-repository.md §3). */
+export const EROFS_REF = "composefs.image.v1";
+
 /**
  * Write the config and manifest streams of a pulled image whose layers are all stored; returns the manifest
- * stream's object ID. An existing config stream is kept (it may carry EROFS refs added later); the manifest
- * stream is (re)written when missing or when it does not point at the current config stream.
+ * stream's object ID. The config stream carries a named ref to every layer stream and, when `erofs` is given,
+ * `composefs.image.v1` → that EROFS image; other named refs of an existing config stream (boot images) are kept.
+ * The config stream is rewritten only when its refs change, and the manifest stream (its `config:` ref) whenever
+ * the config stream did — the rewrite cascade; the JSON bytes, and so both digests, never change.
  */
-export function commitImage(
+export function writeImageStreams(
   repo: Repository,
   args: {
     manifestDigest: string;
@@ -133,6 +138,7 @@ export function commitImage(
     configDigest: string;
     configBytes: Buffer;
     diffIds: string[];
+    erofs?: ObjectId;
   },
 ): ObjectId {
   const layerRefs: [string, ObjectId][] = [];
@@ -147,8 +153,22 @@ export function commitImage(
   }
   const configName = configStreamName(args.configDigest);
   let configId = repo.hasStream(configName) ? repo.streamId(configName) : undefined;
+  const wanted = new Map<string, ObjectId>(layerRefs);
+  if (configId !== undefined) {
+    const existing = repo.openStream(configName, ContentType.ociConfig);
+    let same: boolean;
+    try {
+      const refs = existing.namedRefs();
+      for (const [name, id] of refs) if (!wanted.has(name) && !isLayerRef(name)) wanted.set(name, id);
+      if (args.erofs !== undefined) wanted.set(EROFS_REF, args.erofs);
+      same = refs.size === wanted.size && [...wanted].every(([name, id]) => refs.get(name) === id);
+    } finally {
+      existing.close();
+    }
+    if (!same) configId = undefined;
+  } else if (args.erofs !== undefined) wanted.set(EROFS_REF, args.erofs);
   if (configId === undefined)
-    configId = writeJsonStream(repo, configName, ContentType.ociConfig, args.configBytes, layerRefs);
+    configId = writeJsonStream(repo, configName, ContentType.ociConfig, args.configBytes, [...wanted]);
 
   const manifestName = manifestStreamName(args.manifestDigest);
   if (repo.hasStream(manifestName)) {
@@ -164,6 +184,10 @@ export function commitImage(
     [`config:${args.configDigest}`, configId],
     ...layerRefs,
   ]);
+}
+
+function isLayerRef(name: string): boolean {
+  return /^sha(256|512):[0-9a-f]+$/.test(name);
 }
 
 /** Point the tag `name` at an image's manifest stream. */

@@ -15,6 +15,7 @@ import { TarFormatError, TarSplitter, type TarEvent } from "../format/tar.ts";
 import { ZstdDecoder } from "../format/zstd.ts";
 import type { ObjectWriter } from "../repo/objects.ts";
 import type { Repository } from "../repo/repository.ts";
+import type { LayerEntryBuilder } from "./layer-tree.ts";
 
 export type Compression = "gzip" | "zstd" | "none";
 
@@ -37,6 +38,8 @@ export interface LayerIngestOptions {
    * component in an entry's path or in a hard link's target (symlink targets are data, resolved at use).
    */
   confinePaths?: boolean;
+  /** Also collect the layer's entries (for the image tree) from the same tar events, in the same pass. */
+  entries?: LayerEntryBuilder;
 }
 
 /** Why a tar path could leave the root, or null when it cannot. */
@@ -148,40 +151,47 @@ export async function ingestLayer(
   let restoredZeros = 0;
   const stats = { tarSize: 0, entries: 0, externalObjects: 0, newObjects: 0, inlineBytes: 0 };
 
+  const entries = opts.entries;
   const handle = (events: TarEvent[]): void => {
     for (const ev of events) {
-      switch (ev.kind) {
-        case "inline":
-          stats.inlineBytes += ev.data.length;
-          stream.writeInline(ev.data);
-          break;
-        case "entry":
-          stats.entries++;
-          if (opts.confinePaths) {
-            const e = ev.entry;
-            const why = unsafeTarPath(e.path) ?? (e.type === "1" ? unsafeTarPath(e.linkPath) : null);
-            if (why !== null) {
-              const which = unsafeTarPath(e.path) !== null ? "entry" : "hard link target";
-              const name = (unsafeTarPath(e.path) !== null ? e.path : e.linkPath).toString("utf8");
-              throw new StratumError("E_UNSAFE_PATH", `${label}: ${which} ${JSON.stringify(name)} ${why}`);
-            }
+      handleOne(ev);
+      // The image tree sees every event but payload data; external-end goes with its object ID (handleOne).
+      if (entries !== undefined && ev.kind !== "external-end" && ev.kind !== "data") entries.push(ev);
+    }
+  };
+  const handleOne = (ev: TarEvent): void => {
+    switch (ev.kind) {
+      case "inline":
+        stats.inlineBytes += ev.data.length;
+        stream.writeInline(ev.data);
+        break;
+      case "entry":
+        stats.entries++;
+        if (opts.confinePaths) {
+          const e = ev.entry;
+          const why = unsafeTarPath(e.path) ?? (e.type === "1" ? unsafeTarPath(e.linkPath) : null);
+          if (why !== null) {
+            const which = unsafeTarPath(e.path) !== null ? "entry" : "hard link target";
+            const name = (unsafeTarPath(e.path) !== null ? e.path : e.linkPath).toString("utf8");
+            throw new StratumError("E_UNSAFE_PATH", `${label}: ${which} ${JSON.stringify(name)} ${why}`);
           }
-          break;
-        case "external":
-          current.obj = repo.objects.createWriter();
-          break;
-        case "data":
-          current.obj?.write(ev.data);
-          break;
-        case "external-end": {
-          const o = current.obj?.finish();
-          current.obj = null;
-          if (!o) throw new Error("tar splitter ended an external payload that never started");
-          stats.externalObjects++;
-          if (o.stored) stats.newObjects++;
-          stream.writeExternal(o.id, o.size);
-          break;
         }
+        break;
+      case "external":
+        current.obj = repo.objects.createWriter();
+        break;
+      case "data":
+        current.obj?.write(ev.data);
+        break;
+      case "external-end": {
+        const o = current.obj?.finish();
+        current.obj = null;
+        if (!o) throw new Error("tar splitter ended an external payload that never started");
+        stats.externalObjects++;
+        if (o.stored) stats.newObjects++;
+        stream.writeExternal(o.id, o.size);
+        entries?.push(ev, o.id);
+        break;
       }
     }
   };

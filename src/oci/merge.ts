@@ -135,7 +135,14 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
         next = new Directory(newStat({ mode: 0o755 }));
         cur.entries.set(c, next);
       } else if (!isDirectory(next)) {
-        throw new StratumError("E_BAD_INPUT", `${where}: a parent of the entry is not a directory`);
+        // A path through a symbolic link is refused rather than followed: following links from an image is
+        // how layers write outside their root.
+        if (next.content.type === "symlink")
+          throw new StratumError(
+            "E_UNSAFE_PATH",
+            `${where}: its parent ${JSON.stringify(c)} is a symbolic link, which is not followed`,
+          );
+        throw new StratumError("E_BAD_INPUT", `${where}: its parent ${JSON.stringify(c)} is not a directory`);
       }
       cur = next;
     }

@@ -9,7 +9,17 @@ import { createHash } from "node:crypto";
 import { StratumError } from "../errors.ts";
 import type { Repository } from "../repo/repository.ts";
 import type { BlobOptions, ImageSource } from "../transport/source.ts";
-import { commitImage, configStreamName, readJsonStream, sha256Digest, tagImage } from "./image-store.ts";
+import { commitImage } from "../repo/images.ts";
+import {
+  EROFS_REF,
+  configStreamName,
+  readJsonStream,
+  sha256Digest,
+  tagImage,
+  writeImageStreams,
+} from "./image-store.ts";
+import { LayerEntryBuilder, readLayerEntries, type LayerEntry } from "./layer-tree.ts";
+import { mergeLayers } from "./merge.ts";
 import { ingestLayer, layerStreamName } from "./layer-ingest.ts";
 import {
   checkConfigMatchesManifest,
@@ -38,6 +48,7 @@ export type PullEvent =
   | { kind: "resolved"; manifestDigest: string; configDigest: string; layers: number }
   | { kind: "layer"; index: number; digest: string; diffId: string; size: number; state: LayerState }
   | { kind: "progress"; index: number; bytes: number; size: number }
+  | { kind: "image"; erofs: string; built: boolean }
   | { kind: "committed"; tag: string };
 
 export interface PullOptions {
@@ -48,6 +59,8 @@ export interface PullOptions {
   /** Layers in flight at once (default: what the source suggests). */
   concurrency?: number;
   onEvent?: (e: PullEvent) => void;
+  /** Keep `user.*` xattrs in the image tree (besides `security.capability`). */
+  keepUserXattrs?: boolean;
 }
 
 export interface PulledLayer {
@@ -74,6 +87,8 @@ export interface PullResult {
   layers: PulledLayer[];
   /** Compressed bytes downloaded. */
   downloaded: number;
+  /** Object ID of the image's composefs EROFS (the config's `composefs.image.v1` ref). */
+  erofs: string;
 }
 
 /** What verifiedBlob found wrong, for whoever reads its errors second-hand; and who to tell when it ends. */
@@ -219,6 +234,8 @@ export async function pullImage(
   }));
   let downloaded = 0;
   const firstIndex = new Map<string, number>();
+  // Each layer's entries for the image tree, collected while the layer is split (no second read).
+  const layerEntries = new Map<string, LayerEntry[]>();
   const tasks: (() => Promise<void>)[] = [];
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
@@ -245,8 +262,10 @@ export async function pullImage(
       };
       check.onEnd = () => state("verifying");
       const blob = verifiedBlob(source, d, label, { onBytes }, check);
+      const entries = new LayerEntryBuilder(label);
       const r = await ingestBlameBlob(blob, check, (input) =>
         ingestLayer(repo, input, {
+          entries,
           expectedDiffId: layer.diffId,
           label,
           restoreTrailingZeros: isZstdChunked(d),
@@ -254,6 +273,7 @@ export async function pullImage(
           confinePaths: true,
         }),
       );
+      layerEntries.set(layer.diffId, entries.finish());
       layer.tarSize = r.tarSize;
       layer.newObjects = r.newObjects;
       layer.restoredZeros = r.restoredZeros;
@@ -262,13 +282,27 @@ export async function pullImage(
   }
   await runPool(tasks, opts.concurrency ?? source.concurrency);
 
-  // Config and manifest streams, then the tag.
-  commitImage(repo, {
+  // The composefs EROFS image: kept when the config stream already links one that exists, else built from the
+  // layers' entries (read back from the stored splitstreams for layers this pull did not download).
+  let erofs = existingErofs(repo, configName);
+  if (erofs === undefined) {
+    const tree = mergeLayers(
+      diffIds.map((d) => layerEntries.get(d) ?? readLayerEntries(repo, d)),
+      { keepUserXattrs: opts.keepUserXattrs },
+    );
+    erofs = commitImage(repo, tree).id;
+    emit({ kind: "image", erofs, built: true });
+  } else emit({ kind: "image", erofs, built: false });
+  layerEntries.clear();
+
+  // Config and manifest streams (the rewrite cascade), then the tag.
+  writeImageStreams(repo, {
     manifestDigest: sm.digest,
     manifestBytes: sm.bytes,
     configDigest,
     configBytes,
     diffIds,
+    erofs,
   });
   if (opts.tag !== undefined) {
     tagImage(repo, opts.tag, sm.digest);
@@ -283,5 +317,18 @@ export async function pullImage(
     tag: opts.tag,
     layers,
     downloaded,
+    erofs,
   };
+}
+
+/** The EROFS image an existing config stream links, when it links one that is stored. */
+function existingErofs(repo: Repository, configName: string): string | undefined {
+  if (!repo.hasStream(configName)) return undefined;
+  const reader = repo.openStream(configName, ContentType.ociConfig);
+  try {
+    const id = reader.namedRefs().get(EROFS_REF);
+    return id !== undefined && repo.objects.has(id) ? id : undefined;
+  } finally {
+    reader.close();
+  }
 }

@@ -20,6 +20,7 @@ interface Options {
   creds?: string;
   certDir?: string;
   tmpdir?: string;
+  keepUserXattrs?: boolean;
 }
 
 function concurrency(text: string | undefined): number | undefined {
@@ -55,6 +56,10 @@ export function register(program: Command): void {
       "registry credentials (default: auth.json, Docker config, enroot credentials)",
     )
     .option("--cert-dir <dir>", "directory with CA certificates (*.crt) for the registry")
+    .option(
+      "--keep-user-xattrs",
+      "keep user.* xattrs in the image's composefs tree (security.capability is always kept)",
+    )
     .option("--tmpdir <dir>", "where daemon sources spool the `save` archive (default: $TMPDIR)")
     .action(async (sourceText: string, name: string | undefined, opts: Options, cmd: Command) => {
       const source = parsePullSource(sourceText);
@@ -74,6 +79,7 @@ export function register(program: Command): void {
             tag: name ?? image.imageName ?? source.name,
             concurrency: limit,
             onEvent: progress.onEvent,
+            keepUserXattrs: opts.keepUserXattrs,
           });
           progress.finish();
           if (opts.json) {
