@@ -14,6 +14,7 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import { ContentType } from "../src/format/splitstream.ts";
 import { objectRelPath } from "../src/format/object-id.ts";
 import { unmountComposefs, mountComposefs } from "../src/mount/composefs.ts";
+import { imageObjectIds } from "../src/repo/images.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { STRATUM_BIN, stratum } from "./helpers/cli.ts";
 import {
@@ -469,5 +470,43 @@ describe("EROFS at pull time (issue 5)", () => {
     assert.equal(stratum(["--repo", repo, "rm", "m"]).status, 0);
     assert.equal(stratum(["--repo", repo, "gc"]).status, 0);
     assert.ok(!fs.existsSync(image), "untagged and collected");
+  });
+
+  test("fsck checks the EROFS a config links: it must parse and use only objects that exist", async (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    const rep = pull(repo, [im.ref("multi"), "m"]);
+    const image = path.join(repo, "objects", objectRelPath(rep.erofs));
+    const configItem = `streams/oci-config-${rep.configDigest}`;
+    // An object the image uses (the layer streams use it too) goes missing: renamed away, then back.
+    const r = await Repository.open(repo);
+    let used: string;
+    try {
+      used = imageObjectIds(r, rep.erofs)[0];
+    } finally {
+      r.close();
+    }
+    const usedPath = path.join(repo, "objects", objectRelPath(used));
+    fs.renameSync(usedPath, `${usedPath}.away`);
+    let out = stratum(["--repo", repo, "fsck"]);
+    assert.equal(out.status, 1);
+    assert.match(
+      out.stdout.toString() + out.stderr,
+      new RegExp(`${configItem}.*EROFS image of "composefs.image.v1" uses object ${used}`),
+    );
+    fs.renameSync(`${usedPath}.away`, usedPath);
+    fsckClean(repo);
+    // A damaged image (bytes overwritten in place, as a disk error would).
+    fs.chmodSync(image, 0o644);
+    const fd = fs.openSync(image, "r+");
+    fs.writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, 1024);
+    fs.closeSync(fd);
+    out = stratum(["--repo", repo, "fsck"]);
+    assert.equal(out.status, 1);
+    assert.match(
+      out.stdout.toString() + out.stderr,
+      new RegExp(`${configItem}.*not a valid composefs EROFS image`),
+    );
   });
 });

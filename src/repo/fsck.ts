@@ -155,6 +155,29 @@ export function fsck(repo: Repository, opts: FsckOptions = {}): FsckReport {
   return report;
 }
 
+/** Named refs of config streams that link composefs EROFS images (`composefs.image.v1`, boot variants). */
+const EROFS_REF_PREFIX = "composefs.image";
+
+/** An EROFS image a config stream links: it must parse, and every object its files use must exist. */
+function checkErofsRef(
+  repo: Repository,
+  id: ObjectId,
+  item: string,
+  name: string,
+  present: Map<ObjectId, number>,
+  problem: (item: string, text: string) => void,
+): void {
+  try {
+    for (const o of imageObjectIds(repo, id))
+      if (!present.has(o)) problem(item, `the EROFS image of "${name}" uses object ${o}, which is missing`);
+  } catch (err) {
+    problem(
+      item,
+      `named ref "${name}": ${id} is not a valid composefs EROFS image: ${(err as Error).message}`,
+    );
+  }
+}
+
 function checkStream(
   repo: Repository,
   id: ObjectId,
@@ -172,8 +195,10 @@ function checkStream(
   try {
     for (const o of reader.objectRefs)
       if (!present.has(o)) problem(item, `references object ${o}, which is missing`);
-    for (const [name, ref] of reader.namedRefs())
+    for (const [name, ref] of reader.namedRefs()) {
       if (!present.has(ref)) problem(item, `named ref "${name}" points at object ${ref}, which is missing`);
+      else if (name.startsWith(EROFS_REF_PREFIX)) checkErofsRef(repo, ref, item, name, present, problem);
+    }
     let size = 0;
     for (const c of reader.chunks()) {
       if ("inline" in c) size += c.inline.length;
