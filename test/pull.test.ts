@@ -456,9 +456,23 @@ describe("EROFS at pull time (issue 5)", () => {
       }
     }
 
-    // The EROFS object lost: the next pull rebuilds it from the stored layers, downloading nothing, and gets
-    // the same object (the image is a pure function of the layers).
+    // images and inspect show it.
+    const listed = JSON.parse(stratum(["--repo", repo, "images", "--json"]).stdout.toString()) as {
+      erofs: string | null;
+    }[];
+    assert.deepEqual(
+      listed.map((x) => x.erofs),
+      [rep.erofs],
+    );
+    const inspected = JSON.parse(stratum(["--repo", repo, "inspect", "--json", "m"]).stdout.toString()) as {
+      erofs: string | null;
+    };
+    assert.equal(inspected.erofs, rep.erofs);
+
+    // The EROFS object lost: images says so; the next pull rebuilds it from the stored layers, downloading
+    // nothing, and gets the same object (the image is a pure function of the layers).
     fs.rmSync(image);
+    assert.match(stratum(["--repo", repo, "images"]).stdout.toString(), /no \(pull again\)/);
     const again = pull(repo, ["--keep-user-xattrs", im.ref("multi"), "m"]);
     assert.equal(again.downloaded, 0);
     assert.equal(again.erofs, rep.erofs);

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { StratumError, ioError } from "../errors.ts";
 import { objectIdFromPath, type ObjectId } from "../format/object-id.ts";
 import { fsverityMeasure } from "../sys/native.ts";
+import { ContentType } from "../format/splitstream.ts";
 import { imageObjectIds } from "./images.ts";
 import type { Repository } from "./repository.ts";
 import { StreamReader } from "./streams.ts";
@@ -155,7 +156,7 @@ export function fsck(repo: Repository, opts: FsckOptions = {}): FsckReport {
   return report;
 }
 
-/** Named refs of config streams that link composefs EROFS images (`composefs.image.v1`, boot variants). */
+/** Named refs of OCI config streams that link composefs EROFS images (`composefs.image.v1`, boot variants). */
 const EROFS_REF_PREFIX = "composefs.image";
 
 /** An EROFS image a config stream links: it must parse, and every object its files use must exist. */
@@ -195,9 +196,11 @@ function checkStream(
   try {
     for (const o of reader.objectRefs)
       if (!present.has(o)) problem(item, `references object ${o}, which is missing`);
+    const isConfig = reader.contentType === ContentType.ociConfig;
     for (const [name, ref] of reader.namedRefs()) {
       if (!present.has(ref)) problem(item, `named ref "${name}" points at object ${ref}, which is missing`);
-      else if (name.startsWith(EROFS_REF_PREFIX)) checkErofsRef(repo, ref, item, name, present, problem);
+      else if (isConfig && name.startsWith(EROFS_REF_PREFIX))
+        checkErofsRef(repo, ref, item, name, present, problem);
     }
     let size = 0;
     for (const c of reader.chunks()) {

@@ -2,12 +2,19 @@
 // streams (src/oci/image-store.ts).
 
 import type { Command } from "commander";
-import { listTags, readImage, resolveImage, type StoredImage } from "../../oci/image-store.ts";
+import type { Repository } from "../../repo/repository.ts";
+import { EROFS_REF, listTags, readImage, resolveImage, type StoredImage } from "../../oci/image-store.ts";
 import { withRepo } from "../context.ts";
 import { formatBytes, out } from "../output.ts";
 
 function platformOf(img: StoredImage): string {
   return [img.config.os, img.config.architecture, img.config.variant].filter(Boolean).join("/");
+}
+
+/** The image's composefs EROFS (the config's named ref), when it links one that is stored: what mount uses. */
+function erofsOf(repo: Repository, img: StoredImage): string | null {
+  const id = img.configRefs.get(EROFS_REF);
+  return id !== undefined && repo.objects.has(id) ? id : null;
 }
 
 function layerBytes(img: StoredImage): number {
@@ -31,13 +38,14 @@ export function register(program: Command): void {
             created: img.config.created ?? null,
             layers: img.manifest.layers.length,
             size: layerBytes(img),
+            erofs: erofsOf(repo, img),
           };
         });
         if (opts.json) {
           out(JSON.stringify(rows, null, 2));
           return;
         }
-        const table = [["NAME", "MANIFEST", "PLATFORM", "LAYERS", "SIZE", "CREATED"]];
+        const table = [["NAME", "MANIFEST", "PLATFORM", "LAYERS", "SIZE", "MOUNTABLE", "CREATED"]];
         for (const r of rows)
           table.push([
             r.name,
@@ -45,6 +53,7 @@ export function register(program: Command): void {
             r.platform,
             String(r.layers),
             formatBytes(r.size),
+            r.erofs !== null ? "yes" : "no (pull again)",
             r.created ?? "",
           ]);
         const widths = table[0].map((_, c) => Math.max(...table.map((row) => row[c].length)));
@@ -83,6 +92,7 @@ export function register(program: Command): void {
                 manifestDigest: img.manifestDigest,
                 configDigest: img.configDigest,
                 platform: platformOf(img),
+                erofs: erofsOf(repo, img),
                 layers,
                 manifest: JSON.parse(img.manifestBytes.toString("utf8")) as unknown,
                 config: JSON.parse(img.configBytes.toString("utf8")) as unknown,
@@ -96,6 +106,8 @@ export function register(program: Command): void {
         out(`Manifest:  ${img.manifestDigest} (${img.manifest.mediaType})`);
         out(`Config:    ${img.configDigest}`);
         out(`Platform:  ${platformOf(img)}`);
+        const erofs = erofsOf(repo, img);
+        out(`EROFS:     ${erofs ?? "none (pull the image again to build it)"}`);
         if (img.config.created) out(`Created:   ${img.config.created}`);
         const c = img.config.config;
         if (c.entrypoint) out(`Entrypoint: ${JSON.stringify(c.entrypoint)}`);
