@@ -151,19 +151,22 @@ export class LayerEntryBuilder {
     // Old (v7) archives mark directories as regular files whose name ends with "/".
     if (type === "reg" && e.type !== "7" && e.path.length > 0 && e.path[e.path.length - 1] === 0x2f)
       type = "dir";
-    const name = JSON.stringify(e.path.toString("utf8"));
+    const name = (): string => JSON.stringify(e.path.toString("utf8"));
     if (type === undefined)
       throw new StratumError(
         "E_UNSUPPORTED",
-        `${this.label}: entry ${name} has tar type ${JSON.stringify(e.type)}, which an image cannot contain`,
+        `${this.label}: entry ${name()} has tar type ${JSON.stringify(e.type)}, which an image cannot contain`,
       );
     if (e.sparse)
       throw new StratumError(
         "E_UNSUPPORTED",
-        `${this.label}: entry ${name} is a sparse file (not supported)`,
+        `${this.label}: entry ${name()} is a sparse file (not supported)`,
       );
-    const xattrs = new Map<ByteString, Buffer>();
-    for (const [k, v] of e.xattrs) xattrs.set(byteString(k), v);
+    let xattrs = NO_XATTRS;
+    if (e.xattrs.size > 0) {
+      xattrs = new Map<ByteString, Buffer>();
+      for (const [k, v] of e.xattrs) xattrs.set(byteString(k), v);
+    }
     const entry: LayerEntry = {
       path,
       type,
@@ -188,8 +191,10 @@ export class LayerEntryBuilder {
         break;
       case "reg":
         entry.size = e.size;
+        // allocUnsafe: small payloads share Node's pool (one ArrayBuffer per 8 KiB, not one per file); every
+        // byte is overwritten before the entry is complete.
         if (e.size > 0 && e.size <= INLINE_CONTENT_MAX)
-          this.collecting = { entry, buf: Buffer.alloc(e.size), filled: 0 };
+          this.collecting = { entry, buf: Buffer.allocUnsafe(e.size), filled: 0 };
         break;
       default:
         break;
@@ -199,6 +204,9 @@ export class LayerEntryBuilder {
 }
 
 const ZEROS = Buffer.alloc(1 << 20);
+
+/** The xattrs of every entry that has none: one shared map, which nothing mutates (merge copies). */
+const NO_XATTRS: Map<ByteString, Buffer> = new Map();
 
 /**
  * The entries of the layer stored as `oci-layer-<diffId>` in `repo`, without reading any object. E_NOT_FOUND
