@@ -39,7 +39,7 @@ import {
   type Leaf,
 } from "../tree/tree.ts";
 
-// The composefs input limits live with the image format; the parser enforces them and re-exports them.
+// The composefs input limits live with the image format (erofs/format.ts); the parser enforces them.
 import {
   FILE_SIZE_MAX,
   INLINE_CONTENT_MAX,
@@ -50,16 +50,6 @@ import {
   XATTR_TEXT_MAX,
   XATTR_VALUE_MAX,
 } from "./erofs/format.ts";
-export {
-  FILE_SIZE_MAX,
-  INLINE_CONTENT_MAX,
-  NAME_MAX,
-  PATH_MAX,
-  XATTR_INODE_BUDGET,
-  XATTR_NAME_MAX,
-  XATTR_TEXT_MAX,
-  XATTR_VALUE_MAX,
-};
 
 /** A dumpfile that mkcomposefs would reject. The message starts with `line N:`. */
 export class DumpfileError extends StratumError {

@@ -151,7 +151,7 @@ interface InodeColumns {
   rdev: Uint32Array;
 }
 
-interface Layout extends InodeColumns {
+interface Layout extends InodeColumns, PlacementColumns {
   version: 0 | 1;
   hasAcl: boolean;
   minSec: number;
@@ -163,13 +163,6 @@ interface Layout extends InodeColumns {
   entEnd: Int32Array;
   xaStart: Int32Array;
   xaIds: Int32Array;
-  nid: Float64Array;
-  nBlocks: Int32Array;
-  tail: Int32Array;
-  compact: Uint8Array;
-  xsz: Int32Array;
-  relBlock: Int32Array;
-  chunkFormat: Uint8Array;
   // Distinct xattr (key, value) pairs.
   dKey: string[];
   dVal: string[];
@@ -627,8 +620,8 @@ function inodeAttributes(t: FlatTree, order: InodeOrder, version: 0 | 1): InodeA
   };
 }
 
-/** Where step C puts every inode and data block. */
-interface Placement {
+/** Where step C puts every inode: one column per field, indexed by inode number. */
+interface PlacementColumns {
   nid: Float64Array;
   nBlocks: Int32Array;
   tail: Int32Array;
@@ -636,6 +629,10 @@ interface Placement {
   xsz: Int32Array;
   relBlock: Int32Array;
   chunkFormat: Uint8Array;
+}
+
+/** Where step C puts every inode and data block. */
+interface Placement extends PlacementColumns {
   inodesEnd: number;
   dataStart: number;
   dataBlocks: number;
