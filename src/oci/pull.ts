@@ -1,9 +1,11 @@
 // Pull: an image from an ImageSource of whichever kind (src/transport/source.ts) into the repository
 // (reference: composefs-repository.md §3–§4; our description: docs/pull.md). One pass per layer — download →
 // verify the blob digest → decompress → diff_id → tar split → objects + splitstream — several layers at once;
-// a layer whose `oci-layer-<diff_id>` stream exists is not downloaded. The config and manifest streams are
-// written once every layer is stored, and the tag last, so an interrupted pull leaves no tag and a re-run reuses every completed layer. Everything a pull
-// writes happens while it holds the repository's shared lock, so a concurrent gc waits for it.
+// a layer whose `oci-layer-<diff_id>` stream exists is not downloaded. The image's composefs EROFS is built from
+// the layers' entries, collected in that same pass; the config and manifest streams are written once every
+// layer and the EROFS are stored, and the tag last, so an interrupted pull leaves no tag and a re-run reuses
+// every completed layer. Everything a pull writes happens while it holds the repository's shared lock, so a
+// concurrent gc waits for it.
 
 import { createHash } from "node:crypto";
 import { StratumError } from "../errors.ts";
