@@ -40,6 +40,11 @@ export interface LayerIngestOptions {
   confinePaths?: boolean;
   /** Also collect the layer's entries (for the image tree) from the same tar events, in the same pass. */
   entries?: LayerEntryBuilder;
+  /**
+   * Called once the whole input is read and its diff_id checked, before the stream is stored and made durable
+   * (the syncfs that follows runs on a worker thread, so work this schedules can overlap it).
+   */
+  onVerified?: () => void;
 }
 
 /** Why a tar path could leave the root, or null when it cannot. */
@@ -239,6 +244,12 @@ export async function ingestLayer(
       "E_BAD_INPUT",
       `${label}: diff_id mismatch: the uncompressed tar is ${diffId}, expected ${opts.expectedDiffId}`,
     );
+  }
+  try {
+    opts.onVerified?.();
+  } catch (err) {
+    stream.abort();
+    throw err;
   }
   const streamName = layerStreamName(diffId);
   const existing = repo.hasStream(streamName) ? repo.streamId(streamName) : undefined;

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { StratumError } from "../errors.ts";
 import type { Repository } from "../repo/repository.ts";
 import type { BlobOptions, ImageSource } from "../transport/source.ts";
-import { commitImage } from "../repo/images.ts";
+import { buildImage, storeImage } from "../repo/images.ts";
 import {
   EROFS_REF,
   configStreamName,
@@ -238,7 +238,31 @@ export async function pullImage(
   const firstIndex = new Map<string, number>();
   // Each layer's entries for the image tree, collected while the layer is split (no second read).
   const layerEntries = new Map<string, LayerEntry[]>();
+  // The composefs EROFS: kept when the config stream already links one that exists, else built from the
+  // layers' entries (read back from the stored splitstreams for layers this pull does not download). The build
+  // starts as soon as the last downloaded layer is verified, so it runs while that layer's syncfs does (on a
+  // worker thread) instead of after it.
+  let erofs = existingErofs(repo, configName);
+  let imageBuild: Promise<Buffer> | undefined;
+  const startImageBuild = (): void => {
+    imageBuild = new Promise<Buffer>((resolve, reject) => {
+      setImmediate(() => {
+        try {
+          const tree = mergeLayers(
+            diffIds.map((d) => layerEntries.get(d) ?? readLayerEntries(repo, d)),
+            { keepUserXattrs: opts.keepUserXattrs },
+          );
+          layerEntries.clear();
+          resolve(buildImage(repo, tree));
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+    });
+    imageBuild.catch(() => {}); // awaited after the layers; a failing pull must not leave it unobserved
+  };
   const tasks: (() => Promise<void>)[] = [];
+  let unverified = 0;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     const d = manifest.layers[i];
@@ -251,6 +275,7 @@ export async function pullImage(
       continue;
     }
     firstIndex.set(layer.diffId, i);
+    unverified++;
     state("waiting");
     tasks.push(async () => {
       state("downloading");
@@ -265,9 +290,14 @@ export async function pullImage(
       check.onEnd = () => state("verifying");
       const blob = verifiedBlob(source, d, label, { onBytes }, check);
       const entries = new LayerEntryBuilder(label);
+      const onVerified = (): void => {
+        layerEntries.set(layer.diffId, entries.finish());
+        if (--unverified === 0 && erofs === undefined) startImageBuild();
+      };
       const r = await ingestBlameBlob(blob, check, (input) =>
         ingestLayer(repo, input, {
           entries,
+          onVerified,
           expectedDiffId: layer.diffId,
           label,
           restoreTrailingZeros: isZstdChunked(d),
@@ -275,7 +305,6 @@ export async function pullImage(
           confinePaths: true,
         }),
       );
-      layerEntries.set(layer.diffId, entries.finish());
       layer.tarSize = r.tarSize;
       layer.newObjects = r.newObjects;
       layer.restoredZeros = r.restoredZeros;
@@ -284,15 +313,9 @@ export async function pullImage(
   }
   await runPool(tasks, opts.concurrency ?? source.concurrency);
 
-  // The composefs EROFS image: kept when the config stream already links one that exists, else built from the
-  // layers' entries (read back from the stored splitstreams for layers this pull did not download).
-  let erofs = existingErofs(repo, configName);
   if (erofs === undefined) {
-    const tree = mergeLayers(
-      diffIds.map((d) => layerEntries.get(d) ?? readLayerEntries(repo, d)),
-      { keepUserXattrs: opts.keepUserXattrs },
-    );
-    erofs = commitImage(repo, tree).id;
+    if (imageBuild === undefined) startImageBuild(); // every layer was already stored
+    erofs = storeImage(repo, await (imageBuild as Promise<Buffer>)).id;
     emit({ kind: "image", erofs, built: true });
   } else emit({ kind: "image", erofs, built: false });
   layerEntries.clear();

@@ -20,13 +20,22 @@ export function imageFormatVersion(repo: Repository): 0 | 1 {
   );
 }
 
-/** Write `tree` as an EROFS image, store it and link it under images/. Returns the image ID. */
-export function commitImage(repo: Repository, tree: FileSystem): { id: ObjectId; size: number } {
+/** Write `tree` as an EROFS image in the repository's format (pure computation; see storeImage). */
+export function buildImage(repo: Repository, tree: FileSystem): Buffer {
   const version = imageFormatVersion(repo);
-  const image = writeErofs(tree, { minVersion: version, maxVersion: version });
+  return writeErofs(tree, { minVersion: version, maxVersion: version });
+}
+
+/** Store an EROFS image as an object and link it under images/. Returns the image ID. */
+export function storeImage(repo: Repository, image: Buffer): { id: ObjectId; size: number } {
   const obj = repo.objects.writeBuffer(image);
   repo.publishImage(obj.id);
   return { id: obj.id, size: image.length };
+}
+
+/** Write `tree` as an EROFS image, store it and link it under images/. Returns the image ID. */
+export function commitImage(repo: Repository, tree: FileSystem): { id: ObjectId; size: number } {
+  return storeImage(repo, buildImage(repo, tree));
 }
 
 /** The object IDs an image's external files refer to (payloads of the form `xx/<rest>`). */
