@@ -2,7 +2,8 @@
  * stratum_sys: a tiny Node-API addon exposing the few Linux syscalls that Node's fs module lacks and stratum
  * needs: flock(2), syncfs(2), fs-verity enable/measure (FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY) and
  * linkat(2) of an O_TMPFILE descriptor via /proc/self/fd, and binary-safe no-follow xattr calls (llistxattr,
- * lgetxattr, lsetxattr) taking paths and names as Buffers. Every call is synchronous. Failures throw an Error
+ * lgetxattr, lsetxattr) taking paths and names as Buffers, and mount(2)/umount2(2) for composefs mounts. Every
+ * call is synchronous. Failures throw an Error
  * shaped like Node's own system errors: code "EEXIST", errno -17, syscall "linkat", and a message such as
  * "EEXIST: file exists, linkat". Wrong argument types throw TypeError; out-of-range numbers RangeError.
  * Typed wrapper: src/sys/native.ts. Build: node-gyp rebuild (run by `npm ci`).
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -371,6 +373,67 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * mount(source, target, fstype, flags, data | null): mount(2) with the given MS_* flags. The flags are limited to
+ * MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC: a new mount of a filesystem, never a bind, move or remount.
+ */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  napi_valuetype type;
+  int flags;
+  if (get_args(env, info, 5, argv)) return NULL;
+  if (get_int(env, argv[3], "flags", 0, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, &flags)) return NULL;
+  if ((flags & ~(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) != 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "The \"flags\" argument may only hold MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC");
+    return NULL;
+  }
+  char *source = get_string(env, argv[0], "source");
+  if (source == NULL) return NULL;
+  char *target = get_string(env, argv[1], "target");
+  char *fstype = target == NULL ? NULL : get_string(env, argv[2], "fstype");
+  char *data = NULL;
+  int ok = fstype != NULL;
+  if (ok) {
+    napi_typeof(env, argv[4], &type);
+    if (type != napi_null && type != napi_undefined) {
+      data = get_string(env, argv[4], "data");
+      ok = data != NULL;
+    }
+  }
+  int rc = 0, err = 0;
+  if (ok) {
+    rc = mount(source, target, fstype, (unsigned long)flags, data);
+    err = errno;
+  }
+  free(source);
+  free(target);
+  free(fstype);
+  free(data);
+  if (!ok) return NULL;
+  if (rc < 0) return throw_errno(env, err, "mount");
+  return NULL;
+}
+
+/* umount2(target, flags): flags is 0 or MNT_DETACH (2). */
+static napi_value js_umount2(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int flags;
+  if (get_args(env, info, 2, argv)) return NULL;
+  if (get_int(env, argv[1], "flags", 0, MNT_DETACH, &flags)) return NULL;
+  if (flags != 0 && flags != MNT_DETACH) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "The \"flags\" argument must be 0 or MNT_DETACH");
+    return NULL;
+  }
+  char *target = get_string(env, argv[0], "target");
+  if (target == NULL) return NULL;
+  int rc = umount2(target, flags);
+  int err = errno;
+  free(target);
+  if (rc < 0) return throw_errno(env, err, "umount2");
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -382,6 +445,8 @@ NAPI_MODULE_INIT() {
       {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"umount2", NULL, js_umount2, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

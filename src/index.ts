@@ -29,7 +29,7 @@ export {
   type LayerIngestResult,
 } from "./oci/layer-ingest.ts";
 export { digestFile, digestFd } from "./repo/file-digest.ts";
-export { commitImage, imageObjectIds, imageFormatVersion } from "./repo/images.ts";
+export { buildImage, storeImage, commitImage, imageObjectIds, imageFormatVersion } from "./repo/images.ts";
 export {
   FileSystem,
   Directory,
@@ -48,3 +48,11 @@ export { FlatTree, fromFileSystem, toFileSystem, type ChildIndex } from "./tree/
 export { writeErofs, layoutErofs, emitErofs, type ErofsOptions } from "./format/erofs/writer.ts";
 export { readErofs, imageObjects } from "./format/erofs/reader.ts";
 export { mountComposefs, unmountComposefs, type ComposefsMountOptions } from "./mount/composefs.ts";
+export {
+  mountImage,
+  unmountImage,
+  type MountImageOptions,
+  type MountedImage,
+  type UnmountedImage,
+} from "./mount/image-mount.ts";
+export { liveMountImages } from "./mount/records.ts";

@@ -37,6 +37,8 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   tag: () => import("./commands/tags.ts"),
   untag: () => import("./commands/tags.ts"),
   rm: () => import("./commands/tags.ts"),
+  mount: () => import("./commands/mount.ts"),
+  unmount: () => import("./commands/mount.ts"),
 };
 
 /** Global options that take a value (the command name is the first other non-option argument). */

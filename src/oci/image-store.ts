@@ -123,6 +123,9 @@ export function readImage(repo: Repository, manifestDigest: string): StoredImage
 /** The config named ref of the image's composefs EROFS (format 0 or 1; composefs-repository.md §3). */
 export const EROFS_REF = "composefs.image.v1";
 
+/** The config named ref of the image's boot variant (transform_for_boot; composefs-repository.md §8). */
+export const BOOT_EROFS_REF = "composefs.image.boot.v1";
+
 /**
  * Write the config and manifest streams of a pulled image whose layers are all stored; returns the manifest
  * stream's object ID. The config stream carries a named ref to every layer stream and, when `erofs` is given,

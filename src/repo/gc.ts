@@ -1,10 +1,11 @@
 // Garbage collection (reference: composefs-repository.md §6; docs/repository.md "Garbage collection").
-// Roots are every link under streams/refs/** and images/refs/**. From each stream root we mark the stream's
+// Roots are every link under streams/refs/** and images/refs/**, and the images of live `stratum mount`s of this
+// repository (liveMountImages, src/mount/records.ts; docs/mount.md). From each stream root we mark the stream's
 // object, its object_refs, and its stream_refs (named refs), descending into any that is itself a stream; EROFS
 // images reached by a named ref are kept as leaves. From each image root we mark the image and every object its
 // external files point at, read from the EROFS image itself. Every unmarked object is deleted, then links left
 // dangling in streams/, images/ and the refs trees are pruned, and temporary files of interrupted writes are
-// removed.
+// removed, as are the repository's stale mount records (records whose mount is gone).
 // gc holds the exclusive repository lock while it deletes, so no writer (which holds the shared lock) can be
 // running; --dry-run keeps the shared lock and deletes nothing.
 
@@ -12,6 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { StratumError, ioError } from "../errors.ts";
 import { objectIdFromPath, type ObjectId } from "../format/object-id.ts";
+import { liveMountImages } from "../mount/records.ts";
 import { imageObjectIds } from "./images.ts";
 import type { Repository } from "./repository.ts";
 import { StreamReader } from "./streams.ts";
@@ -24,6 +26,11 @@ export interface GcOptions {
   onWait?: () => void;
   /** The objects an image uses (default: read the EROFS image's external file references). */
   imageObjects?: (repo: Repository, imageId: ObjectId) => Iterable<ObjectId>;
+  /** More image roots: EROFS image IDs kept with every object they use (as images/refs roots are). */
+  extraImageRoots?: Iterable<ObjectId>;
+  /** Keep the images of live mounts (default true); the runtime directory of their records comes from env. */
+  liveMounts?: boolean;
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface GcResult {
@@ -35,6 +42,8 @@ export interface GcResult {
   imagesPruned: string[];
   refsPruned: string[];
   tempFilesRemoved: string[];
+  /** EROFS images kept because a live mount uses them. */
+  mountedImages: string[];
 }
 
 /**
@@ -62,7 +71,7 @@ function* rootTargets(
 /** Compute the set of object IDs reachable from the roots. Exported for tests. */
 export function reachableObjects(
   repo: Repository,
-  opts: Pick<GcOptions, "imageObjects"> = {},
+  opts: Pick<GcOptions, "imageObjects" | "extraImageRoots"> = {},
 ): Set<ObjectId> {
   const alg = repo.algorithm;
   const marked = new Set<ObjectId>();
@@ -104,21 +113,23 @@ export function reachableObjects(
     if (id) walkStream(id, `stream ${name}`);
   }
 
-  for (const { ref, name } of rootTargets(repo, "images")) {
-    if (!/^[0-9a-f]+$/.test(name)) continue;
+  const markImage = (name: string, label: string): void => {
+    if (!/^[0-9a-f]+$/.test(name)) return;
     marked.add(name);
-    if (!repo.objects.has(name)) continue;
+    if (!repo.objects.has(name)) return;
     let used: Iterable<ObjectId>;
     try {
       used = (opts.imageObjects ?? imageObjectIds)(repo, name);
     } catch (err) {
       throw new StratumError(
         "E_CORRUPT",
-        `gc stopped, nothing was deleted: ${ref}: ${(err as Error).message} (run "stratum fsck")`,
+        `gc stopped, nothing was deleted: ${label}: ${(err as Error).message} (run "stratum fsck")`,
       );
     }
     for (const o of used) marked.add(o);
-  }
+  };
+  for (const { ref, name } of rootTargets(repo, "images")) markImage(name, ref);
+  for (const id of opts.extraImageRoots ?? []) markImage(id, `image ${id}`);
   return marked;
 }
 
@@ -129,7 +140,13 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
     await repo.lock.acquire("ex", { onWait: opts.onWait });
   }
   try {
-    const marked = reachableObjects(repo, opts);
+    // Under the exclusive lock no mount of this repository is in progress, so stale records can go.
+    const mountedImages =
+      opts.liveMounts === false ? [] : liveMountImages(repo, { removeStale: !dryRun, env: opts.env });
+    const marked = reachableObjects(repo, {
+      imageObjects: opts.imageObjects,
+      extraImageRoots: [...mountedImages, ...(opts.extraImageRoots ?? [])],
+    });
     const result: GcResult = {
       dryRun,
       objectsRemoved: 0,
@@ -139,6 +156,7 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
       imagesPruned: [],
       refsPruned: [],
       tempFilesRemoved: [],
+      mountedImages,
     };
     const remove = (rel: string): void => {
       if (dryRun) return;

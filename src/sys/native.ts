@@ -1,6 +1,7 @@
 // Typed wrapper around stratum's native addon (native/stratum_sys.c, built by node-gyp into
 // build/Release/stratum_sys.node): the Linux syscalls Node's fs module lacks — flock(2), syncfs(2), fs-verity
-// enable/measure ioctls and linkat(2) of an O_TMPFILE descriptor — plus the O_TMPFILE open flag. The addon is
+// enable/measure ioctls, linkat(2) of an O_TMPFILE descriptor, no-follow xattrs, mount(2) and umount2(2) — plus
+// the O_TMPFILE open flag. The addon is
 // loaded on first use, so importing this module never fails; a missing build surfaces as a clear Error then.
 // Syscall failures throw Node-style errors (see SysError); argument misuse throws TypeError or RangeError.
 
@@ -46,6 +47,8 @@ interface Addon {
   llistxattr(path: Buffer): Buffer;
   lgetxattr(path: Buffer, name: Buffer): Buffer | null;
   lsetxattr(path: Buffer, name: Buffer, value: Buffer): void;
+  mount(source: string, target: string, fstype: string, flags: number, data: string | null): void;
+  umount2(target: string, flags: number): void;
 }
 
 /** The project root: the nearest directory above this file holding package.json (src/sys or dist/src/sys). */
@@ -139,6 +142,34 @@ export function getXattr(path: Buffer, name: Buffer): Buffer | null {
 /** Create or replace xattr `name` on `path` without following a symlink (lsetxattr). */
 export function setXattr(path: Buffer, name: Buffer, value: Buffer): void {
   addon().lsetxattr(path, name, value);
+}
+
+/** mount(2) flags the mount binding accepts (linux/mount.h). */
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+/** umount2(2) flag: detach now, release when no longer busy. */
+export const MNT_DETACH = 2;
+
+/**
+ * mount(2) a new filesystem: `fstype` from `source` at `target`, with `flags` (MS_RDONLY, MS_NOSUID, MS_NODEV,
+ * MS_NOEXEC only: never a bind, move or remount) and the filesystem's option string `data`. Needs
+ * CAP_SYS_ADMIN. Throws a SysError (EPERM, ENOENT, ENOTBLK when the filesystem wants a block device, …).
+ */
+export function mount(
+  source: string,
+  target: string,
+  fstype: string,
+  flags: number,
+  data: string | null,
+): void {
+  addon().mount(source, target, fstype, flags, data);
+}
+
+/** umount2(2): `flags` 0, or MNT_DETACH to detach now and release when no longer busy. */
+export function umount2(target: string, flags: 0 | typeof MNT_DETACH = 0): void {
+  addon().umount2(target, flags);
 }
 
 /** True when err is a SysError (from this addon or Node's fs) with the given errno code. */

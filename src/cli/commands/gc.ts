@@ -8,7 +8,9 @@ import { formatBytes, note, out } from "../output.ts";
 export function register(program: Command): void {
   program
     .command("gc")
-    .description("delete objects, streams and images that no ref under streams/refs or images/refs reaches")
+    .description(
+      "delete objects, streams and images that no ref under streams/refs or images/refs, and no live mount, reaches",
+    )
     .option("-n, --dry-run", "only report what would be removed")
     .option("--json", "print the result as JSON")
     .action(async (opts: { dryRun?: boolean; json?: boolean }, cmd: Command) => {
@@ -29,6 +31,8 @@ export function register(program: Command): void {
           out(`${verb} ${r.imagesPruned.length} images: ${r.imagesPruned.join(", ")}`);
         if (r.refsPruned.length)
           out(`${verb} ${r.refsPruned.length} dangling refs: ${r.refsPruned.join(", ")}`);
+        if (r.mountedImages.length)
+          out(`kept ${r.mountedImages.length} mounted images: ${r.mountedImages.join(", ")}`);
         if (r.tempFilesRemoved.length) out(`${verb} ${r.tempFilesRemoved.length} temporary files`);
       });
     });
