@@ -486,6 +486,27 @@ describe("EROFS at pull time (issue 5)", () => {
     assert.ok(!fs.existsSync(image), "untagged and collected");
   });
 
+  test("--skip-erofs (the benchmark's baseline) stores no EROFS; the next pull builds it, downloading nothing", async (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    const r = stratum(["--repo", repo, "pull", "--json", "--skip-erofs", im.ref("multi"), "m"]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    const skipped = JSON.parse(r.stdout.toString()) as { erofs: string | null; configDigest: string };
+    assert.equal(skipped.erofs, null);
+    assert.equal(await configErofsRef(repo, skipped.configDigest), undefined);
+    assert.deepEqual(
+      fs.readdirSync(path.join(repo, "images")).filter((n) => n !== "refs"),
+      [],
+    );
+    assert.match(stratum(["--repo", repo, "images"]).stdout.toString(), /no \(pull again\)/);
+    fsckClean(repo);
+    const full = pull(repo, [im.ref("multi"), "m"]);
+    assert.equal(full.downloaded, 0);
+    assert.equal(await configErofsRef(repo, full.configDigest), full.erofs);
+    assert.ok(fs.existsSync(path.join(repo, "images", full.erofs)));
+  });
+
   test("fsck checks the EROFS a config links: it must parse and use only objects that exist", async (t) => {
     if (skipUnlessReady(t)) return;
     const im = images as TestImages;

@@ -63,6 +63,11 @@ export interface PullOptions {
   onEvent?: (e: PullEvent) => void;
   /** Keep `user.*` xattrs in the image tree (besides `security.capability`). */
   keepUserXattrs?: boolean;
+  /**
+   * Build the image's composefs EROFS (default true). false stores layers, config and manifest only, leaving
+   * the image unmountable until a later pull builds it; the benchmark uses it to measure the EROFS step.
+   */
+  erofs?: boolean;
 }
 
 export interface PulledLayer {
@@ -89,8 +94,8 @@ export interface PullResult {
   layers: PulledLayer[];
   /** Compressed bytes downloaded. */
   downloaded: number;
-  /** Object ID of the image's composefs EROFS (the config's `composefs.image.v1` ref). */
-  erofs: string;
+  /** Object ID of the image's composefs EROFS (the config's `composefs.image.v1` ref); null when skipped. */
+  erofs: string | null;
 }
 
 /** What verifiedBlob found wrong, for whoever reads its errors second-hand; and who to tell when it ends. */
@@ -242,6 +247,7 @@ export async function pullImage(
   // layers' entries (read back from the stored splitstreams for layers this pull does not download). The build
   // starts as soon as the last downloaded layer is verified, so it runs while that layer's syncfs does (on a
   // worker thread) instead of after it.
+  const wantErofs = opts.erofs !== false;
   let erofs = existingErofs(repo, configName);
   let imageBuild: Promise<Buffer> | undefined;
   const startImageBuild = (): void => {
@@ -292,7 +298,7 @@ export async function pullImage(
       const entries = new LayerEntryBuilder(label);
       const onVerified = (): void => {
         layerEntries.set(layer.diffId, entries.finish());
-        if (--unverified === 0 && erofs === undefined) startImageBuild();
+        if (--unverified === 0 && erofs === undefined && wantErofs) startImageBuild();
       };
       const r = await ingestBlameBlob(blob, check, (input) =>
         ingestLayer(repo, input, {
@@ -313,11 +319,11 @@ export async function pullImage(
   }
   await runPool(tasks, opts.concurrency ?? source.concurrency);
 
-  if (erofs === undefined) {
+  if (erofs === undefined && wantErofs) {
     if (imageBuild === undefined) startImageBuild(); // every layer was already stored
     erofs = storeImage(repo, await (imageBuild as Promise<Buffer>)).id;
     emit({ kind: "image", erofs, built: true });
-  } else emit({ kind: "image", erofs, built: false });
+  } else if (erofs !== undefined) emit({ kind: "image", erofs, built: false });
   layerEntries.clear();
 
   // Config and manifest streams (the rewrite cascade), then the tag.
@@ -342,7 +348,7 @@ export async function pullImage(
     tag: opts.tag,
     layers,
     downloaded,
-    erofs,
+    erofs: erofs ?? null,
   };
 }
 

@@ -1,7 +1,7 @@
 // `stratum pull SOURCE [NAME]`: bring an image from a registry, a daemon, an archive or a layout into the
 // repository and tag it (docs/pull.md). Progress goes to stderr; the result to stdout (a summary, or --json).
 
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import { StratumError } from "../../errors.ts";
 import { parsePlatform } from "../../oci/manifest.ts";
 import { pullImage } from "../../oci/pull.ts";
@@ -21,6 +21,7 @@ interface Options {
   certDir?: string;
   tmpdir?: string;
   keepUserXattrs?: boolean;
+  skipErofs?: boolean;
 }
 
 function concurrency(text: string | undefined): number | undefined {
@@ -61,6 +62,8 @@ export function register(program: Command): void {
       "keep user.* xattrs in the image's composefs tree (security.capability is always kept)",
     )
     .option("--tmpdir <dir>", "where daemon sources spool the `save` archive (default: $TMPDIR)")
+    // For `npm run bench` (the EROFS step's share of a pull): the image is left unmountable.
+    .addOption(new Option("--skip-erofs", "store the layers only; no composefs image").hideHelp())
     .action(async (sourceText: string, name: string | undefined, opts: Options, cmd: Command) => {
       const source = parsePullSource(sourceText);
       const platform = opts.platform !== undefined ? parsePlatform(opts.platform) : undefined;
@@ -80,6 +83,7 @@ export function register(program: Command): void {
             concurrency: limit,
             onEvent: progress.onEvent,
             keepUserXattrs: opts.keepUserXattrs,
+            erofs: !opts.skipErofs,
           });
           progress.finish();
           if (opts.json) {
