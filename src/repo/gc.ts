@@ -3,9 +3,10 @@
 // repository (liveMountImages, src/mount/records.ts; docs/mount.md). From each stream root we mark the stream's
 // object, its object_refs, and its stream_refs (named refs), descending into any that is itself a stream; EROFS
 // images reached by a named ref are kept as leaves. From each image root we mark the image and every object its
-// external files point at, read from the EROFS image itself. Every unmarked object is deleted, then links left
-// dangling in streams/, images/ and the refs trees are pruned, and temporary files of interrupted writes are
-// removed, as are the repository's stale mount records (records whose mount is gone).
+// external files point at, read from the EROFS image itself. Links in streams/, images/ and the refs trees
+// that would dangle are pruned first, then every unmarked object is deleted (so a killed gc leaves only
+// unreferenced objects), and temporary files of interrupted writes are removed, as are the repository's stale
+// mount records (records whose mount is gone).
 // gc holds the exclusive repository lock while it deletes, so no writer (which holds the shared lock) can be
 // running; --dry-run keeps the shared lock and deletes nothing.
 
@@ -166,17 +167,19 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
         throw ioError(err, `cannot remove ${rel}`);
       }
     };
+    // The doomed objects are found first, and the links to them removed before any object is: a gc killed at
+    // any moment leaves only unreferenced objects behind (which fsck accepts and the next gc removes), never a
+    // stream or image link to a deleted object.
     const gone = new Set<ObjectId>();
+    const doomed: { rel: string; size: number }[] = [];
     for (const f of objectFiles(repo.root, repo.algorithm)) {
       if (f.id === null) continue; // not ours to judge: fsck reports it
       if (marked.has(f.id)) {
         result.objectsKept++;
         continue;
       }
-      remove(f.rel);
+      doomed.push({ rel: f.rel, size: f.size });
       gone.add(f.id);
-      result.objectsRemoved++;
-      result.bytesRemoved += f.size;
     }
     // A link is dangling if its object is missing now or is about to go.
     const live = (target: string | null): boolean => {
@@ -208,6 +211,14 @@ export async function gc(repo: Repository, opts: GcOptions = {}): Promise<GcResu
           result.refsPruned.push(ref.rel);
         }
       }
+    }
+    // The unlinks reach the disk before the objects go, so a power cut keeps the same guarantee.
+    const prunedAny = result.streamsPruned.length + result.imagesPruned.length + result.refsPruned.length > 0;
+    if (!dryRun && prunedAny && doomed.length > 0) repo.sync();
+    for (const d of doomed) {
+      remove(d.rel);
+      result.objectsRemoved++;
+      result.bytesRemoved += d.size;
     }
     for (const t of tempFiles(repo.root)) {
       remove(t);
