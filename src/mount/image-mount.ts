@@ -21,7 +21,7 @@ import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { StratumError, ioError, isErrno } from "../errors.ts";
 import { objectRelPath, type ObjectId } from "../format/object-id.ts";
-import { BOOT_EROFS_REF, EROFS_REF, readImage, resolveImage } from "../oci/image-store.ts";
+import { BOOT_EROFS_REF, EROFS_REF, imageConfigRefs, resolveImage } from "../oci/image-store.ts";
 import type { Repository } from "../repo/repository.ts";
 import { MNT_DETACH, MS_RDONLY, fsverityMeasure, mount, umount2 } from "../sys/native.ts";
 import { layerPath } from "./composefs.ts";
@@ -126,8 +126,7 @@ export function resolveMountSource(repo: Repository, spec: string, bootable = fa
     return { imageId: spec };
   }
   const tag = resolveImage(repo, spec);
-  const img = readImage(repo, tag.manifestDigest);
-  const id = img.configRefs.get(bootable ? BOOT_EROFS_REF : EROFS_REF);
+  const id = imageConfigRefs(repo, tag.manifestDigest).get(bootable ? BOOT_EROFS_REF : EROFS_REF);
   if (id === undefined || !imageLinked(repo, id))
     throw new StratumError(
       "E_NOT_FOUND",

@@ -9,7 +9,6 @@ import { StratumError } from "../errors.ts";
 import type { ObjectId } from "../format/object-id.ts";
 import { ContentType } from "../format/splitstream.ts";
 import type { Repository } from "../repo/repository.ts";
-import { layerStreamName } from "./layer-ingest.ts";
 import { parseImageConfig, parseManifest, type ImageConfig, type ImageManifest } from "./manifest.ts";
 
 export const TAG_PREFIX = "oci/";
@@ -20,6 +19,11 @@ export function manifestStreamName(manifestDigest: string): string {
 
 export function configStreamName(configDigest: string): string {
   return `oci-config-${configDigest}`;
+}
+
+/** The splitstream of a layer, named by the digest of its uncompressed tar. */
+export function layerStreamName(diffId: string): string {
+  return `oci-layer-${diffId}`;
 }
 
 /** A tag as one ref path component: `%` → `%25`, `/` → `%2F` (composefs-rs encode_tag). */
@@ -118,6 +122,29 @@ export function readImage(repo: Repository, manifestDigest: string): StoredImage
     config,
     configRefs: c.namedRefs,
   };
+}
+
+/**
+ * The named refs of an image's config stream (layers by diff_id, EROFS images), found through the manifest
+ * stream's `config:<digest>` ref without reading or parsing either JSON document: what mount needs.
+ */
+export function imageConfigRefs(repo: Repository, manifestDigest: string): Map<string, ObjectId> {
+  const manifest = repo.openStream(manifestStreamName(manifestDigest), ContentType.ociManifest);
+  let configDigest: string | undefined;
+  try {
+    for (const name of manifest.namedRefs().keys())
+      if (name.startsWith("config:")) configDigest = name.slice("config:".length);
+  } finally {
+    manifest.close();
+  }
+  if (configDigest === undefined)
+    throw new StratumError("E_CORRUPT", `manifest stream of ${manifestDigest} has no config: ref`);
+  const config = repo.openStream(configStreamName(configDigest), ContentType.ociConfig);
+  try {
+    return config.namedRefs();
+  } finally {
+    config.close();
+  }
 }
 
 /** The config named ref of the image's composefs EROFS (format 0 or 1; composefs-repository.md §3). */

@@ -13,6 +13,7 @@ import type { ObjectId } from "../format/object-id.ts";
 import { ContentType } from "../format/splitstream.ts";
 import { TarFormatError, TarSplitter, type TarEvent } from "../format/tar.ts";
 import { ZstdDecoder } from "../format/zstd.ts";
+import { layerStreamName } from "./image-store.ts";
 import type { ObjectWriter } from "../repo/objects.ts";
 import type { Repository } from "../repo/repository.ts";
 import type { LayerEntryBuilder } from "./layer-tree.ts";
@@ -70,10 +71,6 @@ export interface LayerIngestResult {
   externalObjects: number;
   newObjects: number;
   inlineBytes: number;
-}
-
-export function layerStreamName(diffId: string): string {
-  return `oci-layer-${diffId}`;
 }
 
 /** Input is handed to the decompressor in pieces of at least this many bytes. */

@@ -15,6 +15,7 @@ import { buildImage, storeImage } from "../repo/images.ts";
 import {
   EROFS_REF,
   configStreamName,
+  layerStreamName,
   readJsonStream,
   sha256Digest,
   tagImage,
@@ -22,7 +23,7 @@ import {
 } from "./image-store.ts";
 import { LayerEntryBuilder, readLayerEntries, type LayerEntry } from "./layer-tree.ts";
 import { mergeLayers } from "./merge.ts";
-import { ingestLayer, layerStreamName } from "./layer-ingest.ts";
+import { ingestLayer } from "./layer-ingest.ts";
 import {
   checkConfigMatchesManifest,
   hostPlatform,
