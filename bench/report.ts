@@ -58,6 +58,10 @@ interface Group {
 
 const FSVERITY_TARGET = 0.9;
 const RSS_LIMIT_MB = 200;
+/** The EROFS step may add at most this fraction to pull wall time (issue 5). */
+const EROFS_SHARE_TARGET = 0.05;
+/** `stratum mount` wall time limit in seconds (issue 5). */
+const MOUNT_TARGET_S = 0.1;
 /** Pull wall-time targets: at most this fraction of each peer's time. */
 const PULL_TARGETS: Record<string, number> = { "skopeo copy + umoci unpack": 0.5, "podman pull": 0.7 };
 
@@ -258,6 +262,25 @@ function checks(groups: Group[]): Check[] {
       ok: wall <= limit,
     });
   }
+  // The EROFS step's share of pull time: the pull with it ÷ the pull without it, minus one (median runs).
+  const share = groups.find((g) => g.id === "pull-erofs")?.ratios[0];
+  if (share !== undefined) {
+    const added = 1 / share.speedMedian - 1;
+    out.push({
+      name: `time the EROFS step adds to \`${share.subject}\` (÷ \`${share.peer}\`, median)`,
+      value: `${f1(added * 100)} %`,
+      target: `< ${EROFS_SHARE_TARGET * 100} %`,
+      ok: added < EROFS_SHARE_TARGET,
+    });
+  }
+  const mount = groups.find((g) => g.id === "mount")?.tools.find((t) => t.role === "ours");
+  if (mount !== undefined)
+    out.push({
+      name: `\`${mount.tool}\` wall time (median)`,
+      value: `${Math.round(mount.wallMedian * 1000)} ms`,
+      target: `< ${MOUNT_TARGET_S * 1000} ms`,
+      ok: mount.wallMedian < MOUNT_TARGET_S,
+    });
   return out;
 }
 

@@ -13,13 +13,14 @@
 #      and `mkfs.erofs`.
 #   4. pull: a realistic three-layer Debian image (about 530 MB, cached in /var/cache/stratum-bench/) from a
 #      loopback docker-registry: `stratum pull` vs `skopeo copy` to an OCI dir + `umoci unpack`, and
-#      `podman pull` (both followed by `sync -f`).
+#      `podman pull` (both followed by `sync -f`). The same pull with `--skip-erofs` (the EROFS step's share),
+#      then `stratum mount` of the pulled image vs `podman image mount`, and pull start to mounted image.
 #
 # Everything runs on a journaled ext4 in a sparse image file loop-mounted on a private temporary directory (the
 # root filesystem here is ext4 without a journal, where creating many files is erratically slow); the image is
 # unmounted and deleted on exit. Wall, user and system time and peak RSS come from GNU time. Needs root.
 #
-# Environment: BENCH_RUNS (default 3), BENCH_STAGES (default "fsverity tar images pull"), BENCH_IMAGE_SIZE
+# Environment: BENCH_RUNS (default 3), BENCH_MOUNT_REPS (mounts per run, default 5), BENCH_STAGES (default "fsverity tar images pull"), BENCH_IMAGE_SIZE
 # (default 8G), BENCH_TMP (default /tmp),
 # BENCH_MIRROR (default: the first Debian archive URI for bookworm in the apt sources),
 # BENCH_CACHE (default /var/cache/stratum-bench).
@@ -27,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${BENCH_RUNS:-3}
+MOUNT_REPS=${BENCH_MOUNT_REPS:-5}
 STAGES=" ${BENCH_STAGES:-fsverity tar images pull} "
 stage() { [[ $STAGES == *" $1 "* ]]; }
 IMAGE_SIZE=${BENCH_IMAGE_SIZE:-8G}
@@ -158,6 +160,27 @@ run_timed() {
 
 # Let writeback of the previous step finish so that it is not charged to the next one.
 settle() { sync -f "$MNT"; }
+
+# last_run: the measurements of the run recorded last ("wall user sys rss").
+last_run() { tail -n1 "$RUNS_TSV" | cut -f5-8 | tr '\t' ' '; }
+# copy_last_run GROUP TOOL ROLE: record the run measured last under another group and tool name too.
+copy_last_run() {
+  local run
+  run=$(tail -n1 "$RUNS_TSV" | cut -f4)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$run" "$(last_run | tr ' ' '\t')" >>"$RUNS_TSV"
+}
+# add_runs GROUP TOOL ROLE RUN "A" "B": record the sum of two measured runs (wall, user, sys; the larger RSS).
+add_runs() {
+  local -a a b
+  read -r -a a <<<"$5"
+  read -r -a b <<<"$6"
+  awk -v g="$1" -v t="$2" -v r="$3" -v n="$4" \
+    -v w="$(awk -v x="${a[0]}" -v y="${b[0]}" 'BEGIN { print x + y }')" \
+    -v u="$(awk -v x="${a[1]}" -v y="${b[1]}" 'BEGIN { print x + y }')" \
+    -v s="$(awk -v x="${a[2]}" -v y="${b[2]}" 'BEGIN { print x + y }')" \
+    -v m="$(( a[3] > b[3] ? a[3] : b[3] ))" \
+    'BEGIN { printf "%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%d\n", g, t, r, n, w, u, s, m }' >>"$RUNS_TSV"
+}
 
 # --- 1. fs-verity digest ------------------------------------------------------------------------------------
 if stage fsverity; then
@@ -455,6 +478,8 @@ if stage pull; then
   log "5/5 pull: $pull_layers layers, $pull_compressed bytes compressed, $pull_entries entries"
   # Warm the registry's blobs into the page cache once, for every tool alike.
   cat "$REG"/data/docker/registry/v2/blobs/sha256/*/*/data >/dev/null
+  mkdir -p "$MNT/mnt"
+  podman_=(podman --root "$MNT/podman/root" --runroot "$MNT/podman/run" --storage-driver overlay)
   for run in $(seq 1 "$RUNS"); do
     repo=$MNT/repo
     "${STRATUM[@]}" --repo "$repo" init >/dev/null 2>&1
@@ -462,19 +487,44 @@ if stage pull; then
     run_timed pull-debian "stratum pull" ours "$run" "${STRATUM[@]}" --repo "$repo" pull -q --json "docker://$IMAGE_REF" bench
     got=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).layers.map((l) => l.diffId).join(","))' "$WORK/out")
     [ "$got" = "$pull_diffids" ] || die "stratum pull stored diff_ids $got, the image has $pull_diffids"
+    copy_last_run pull-erofs "stratum pull" ours
+    pull_row=$(last_run)
+    # Mount (issue 5): the image just pulled, several times; the first mount also completes "pull to mounted".
+    for m in $(seq 1 "$MOUNT_REPS"); do
+      run_timed mount "stratum mount" ours "$run" "${STRATUM[@]}" --repo "$repo" mount bench "$MNT/mnt"
+      [ "$m" = 1 ] && add_runs pull-mount "stratum pull + stratum mount" ours "$run" "$pull_row" "$(last_run)"
+      [ -f "$MNT/mnt/usr/bin/python3" ] || die "stratum mount: /usr/bin/python3 is not in the mounted image"
+      "${STRATUM[@]}" --repo "$repo" unmount "$MNT/mnt" >/dev/null 2>&1 || die "stratum unmount failed"
+    done
+    rm -rf "$repo"
+    settle
+
+    # The same pull without the EROFS step: the step's share of pull time.
+    "${STRATUM[@]}" --repo "$repo" init >/dev/null 2>&1
+    settle
+    run_timed pull-erofs "stratum pull --skip-erofs" peer "$run" \
+      "${STRATUM[@]}" --repo "$repo" pull -q --json --skip-erofs "docker://$IMAGE_REF" bench
     rm -rf "$repo"
     settle
 
     run_timed pull-debian "skopeo copy + umoci unpack" peer "$run" sh -c \
       'skopeo copy --quiet --src-tls-verify=false "docker://$1" "oci:$2:bench" && umoci unpack --image "$2:bench" "$3" >/dev/null && sync -f "$3"' \
       sh "$IMAGE_REF" "$MNT/oci" "$MNT/bundle"
+    copy_last_run pull-mount "skopeo copy + umoci unpack" peer
     rm -rf "$MNT/oci" "$MNT/bundle"
     settle
 
     run_timed pull-debian "podman pull" peer "$run" sh -c \
       'podman --root "$2/root" --runroot "$2/run" --storage-driver overlay pull --quiet --tls-verify=false "$1" >/dev/null && sync -f "$2"' \
       sh "$IMAGE_REF" "$MNT/podman"
-    podman --root "$MNT/podman/root" --runroot "$MNT/podman/run" --storage-driver overlay system reset --force >/dev/null 2>&1 || true
+    pull_row=$(last_run)
+    for m in $(seq 1 "$MOUNT_REPS"); do
+      run_timed mount "podman image mount" peer "$run" "${podman_[@]}" image mount "$IMAGE_REF"
+      [ "$m" = 1 ] && add_runs pull-mount "podman pull + podman image mount" peer "$run" "$pull_row" "$(last_run)"
+      [ -f "$(head -n1 "$WORK/out")/usr/bin/python3" ] || die "podman image mount: /usr/bin/python3 is not in the mounted image"
+      "${podman_[@]}" image unmount "$IMAGE_REF" >/dev/null || die "podman image unmount failed"
+    done
+    "${podman_[@]}" system reset --force >/dev/null 2>&1 || true
     umount -R "$MNT/podman/root/overlay" 2>/dev/null || true
     rm -rf "$MNT/podman"
     settle
@@ -486,6 +536,18 @@ if stage pull; then
     "pull: Debian $SUITE with Python, numpy, gcc, perl, git ($pull_layers gzip layers) from a loopback registry" \
     "$pull_compressed" "$pull_entries" \
     "Bytes are the compressed layers. Registry blobs in the page cache; empty repository / directory / podman root per run, all on the bench filesystem. stratum pull ends with syncfs, so both peers end with sync -f. Wall-time ratio = 1 / speed ratio." \
+    >>"$GROUPS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\n' pull-erofs \
+    "pull: the EROFS step's share (the same pull with and without it)" "$pull_compressed" "$pull_entries" \
+    "The stratum pull runs above against the same pull with --skip-erofs (layers, config and manifest only), each into an empty repository. Wall-time ratio minus one is the time the EROFS step adds." \
+    >>"$GROUPS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\n' mount \
+    "mount: the pulled image, read-only ($MOUNT_REPS mounts per run)" 0 "$pull_entries" \
+    "stratum mount: EROFS (file-backed) + overlayfs with the objects as a data-only layer, mount record written. podman image mount: the overlay of its layer directories. Each followed by its unmount (not timed). Throughput columns do not apply." \
+    >>"$GROUPS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\n' pull-mount \
+    "pull start to a mounted image" "$pull_compressed" "$pull_entries" \
+    "Each run's pull plus its first mount. skopeo copy + umoci unpack ends with an unpacked root filesystem, so it needs no mount." \
     >>"$GROUPS_TSV"
 fi
 
