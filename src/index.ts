@@ -24,6 +24,7 @@ export { gc, reachableObjects, type GcOptions, type GcResult } from "./repo/gc.t
 export { fsck, type FsckReport, type FsckProblem } from "./repo/fsck.ts";
 export { ingestLayer, detectCompression, type LayerIngestResult } from "./oci/layer-ingest.ts";
 export { layerStreamName } from "./oci/image-store.ts";
+export { transformForBoot, type BootTransformOptions } from "./oci/boot.ts";
 export { digestFile, digestFd } from "./repo/file-digest.ts";
 export { buildImage, storeImage, commitImage, imageObjectIds, imageFormatVersion } from "./repo/images.ts";
 export {

@@ -10,8 +10,9 @@
 // re-run completes.
 //
 // Each image's EROFS IDs are read from its config stream's `composefs.image*` named refs (erofsIdsOf), so a
-// second, boot EROFS (`pull --bootable`, `composefs.image.boot.v1`) is covered by every reachability check once
-// the pulls pass the flag (PULL_ARGS); only the `composefs.image.v1` EROFS is compared with the merged tree.
+// second, boot EROFS (`pull --bootable`, `composefs.image.boot.v1`) of v1 and v2 is covered by every
+// reachability check; the `composefs.image.v1` EROFS is compared with the merged tree, and the boot EROFS with
+// it (/boot and /sysroot emptied, nothing else changed) and through `stratum mount --bootable`.
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -32,8 +33,8 @@ import { makeTempDir, removeDir } from "./helpers/tmp.ts";
 const tmp = makeTempDir("stratum-lifecycle-");
 after(() => removeDir(tmp));
 
-/** Extra `pull` arguments per image (`--bootable` for v1 and v2 once it exists). */
-const PULL_ARGS: Record<string, string[]> = { base: [], v1: [], v2: [] };
+/** Extra `pull` arguments per image: v1 and v2 are bootable, so they also get the boot variant. */
+const PULL_ARGS: Record<string, string[]> = { base: [], v1: ["--bootable"], v2: ["--bootable"] };
 
 let os: OsImages;
 /** base, v1 and v2 pulled in that order; copied (never changed) by the tests. */
@@ -466,6 +467,107 @@ function ended(
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
 }
+
+describe("the boot variant (pull --bootable)", () => {
+  /** `composefs-info dump` of an image: path → the line's fields after the path. */
+  function dump(repo: string, id: string): Map<string, string[]> {
+    const image = path.join(repo, "objects", objectRelPath(id));
+    const out = new Map<string, string[]>();
+    for (const line of ok(repo, ["composefs-info", "dump", image]).toString().split("\n")) {
+      if (line === "") continue;
+      const [p, ...fields] = line.split(" ");
+      out.set(p, fields);
+    }
+    return out;
+  }
+  const MTIME = 6; // dumpfile fields after the path: size mode nlink uid gid rdev mtime …
+  const NLINK = 2;
+  const emptied = (p: string): boolean => /^\/(boot|sysroot)\//.test(p);
+
+  test("v1's boot EROFS: /boot and /sysroot emptied with /usr's mtime, everything else as the image; kept by a pull without --bootable", (t) => {
+    const rep = reports.get("v1") as PullReport & { bootErofs?: string | null };
+    assert.equal(typeof rep.bootErofs, "string");
+    const bootId = rep.bootErofs as string;
+    assert.notEqual(bootId, rep.erofs);
+    const normal = dump(pristine, rep.erofs);
+    const boot = dump(pristine, bootId);
+    assert.ok(
+      [...normal.keys()].some((p) => p.startsWith("/boot/vmlinuz-")),
+      "the image has files in /boot",
+    );
+    assert.deepEqual(
+      [...boot.keys()].sort(),
+      [...normal.keys()].filter((p) => !emptied(p)).sort(),
+      "the boot tree = the image tree minus what /boot and /sysroot held",
+    );
+    const usrMtime = normal.get("/usr")?.[MTIME];
+    for (const dir of ["/boot", "/sysroot"]) {
+      const want = [...(normal.get(dir) ?? [])];
+      want[MTIME] = usrMtime as string;
+      // Size and link count are the empty directory's own; the rest is kept but the mtime, which is /usr's.
+      const other = (_: string, i: number): boolean => i !== 0 && i !== NLINK;
+      assert.deepEqual(
+        (boot.get(dir) ?? []).filter(other),
+        want.filter(other),
+        `${dir}: same metadata but /usr's mtime`,
+      );
+      assert.equal(boot.get(dir)?.[NLINK], "2", `${dir}: no subdirectories left`);
+    }
+    // A hard link's line names its first path ("@mode … payload = that path"); compare what it resolves to.
+    const resolved = (d: Map<string, string[]>, p: string): string[] => {
+      const f = d.get(p) as string[];
+      return f[1].startsWith("@") ? (d.get(f[7]) as string[]) : f;
+    };
+    for (const p of boot.keys()) {
+      if (p === "/boot" || p === "/sysroot") continue;
+      const fields = resolved(boot, p);
+      const before = resolved(normal, p);
+      // A file hard-linked into /boot (the kernel) loses that name: only its link count differs.
+      const nlinkLost = fields[NLINK] !== before[NLINK];
+      if (nlinkLost) assert.ok(Number(fields[NLINK]) < Number(before[NLINK]), `${p}: fewer links`);
+      assert.deepEqual(
+        fields.filter((_, i) => i !== NLINK),
+        before.filter((_, i) => i !== NLINK),
+        `${p}: unchanged`,
+      );
+    }
+    assert.equal(
+      boot.get("/usr/lib/modules/6.1.0-stratum/vmlinuz")?.[NLINK],
+      "1",
+      "the kernel keeps one name",
+    );
+
+    // A pull without --bootable keeps the boot variant the config links.
+    const repo = copyRepo(pristine);
+    const again = JSON.parse(ok(repo, ["pull", "--json", os.v1.ref, "v1"]).toString()) as PullReport;
+    assert.equal(again.downloaded, 0);
+    const inspected = JSON.parse(ok(repo, ["inspect", "--json", "v1"]).toString()) as {
+      bootErofs: string | null;
+    };
+    assert.equal(inspected.bootErofs, bootId);
+    fsckClean(repo, "after a pull without --bootable");
+
+    if (process.getuid?.() !== 0) {
+      t.diagnostic("not root: mount --bootable is not exercised");
+      return;
+    }
+    const mnt = path.join(tmp, "mnt-boot");
+    fs.mkdirSync(mnt);
+    const env = { ...process.env, STRATUM_RUNTIME_DIR: path.join(tmp, "runtime") };
+    const mounted = stratum(["--repo", repo, "mount", "--bootable", "--json", "v1", mnt], { env });
+    assert.equal(mounted.status, 0, mounted.stderr.toString());
+    try {
+      assert.equal((JSON.parse(mounted.stdout.toString()) as { erofs: string }).erofs, bootId);
+      assert.deepEqual(fs.readdirSync(path.join(mnt, "boot")), []);
+      assert.deepEqual(fs.readdirSync(path.join(mnt, "sysroot")), []);
+      const kernel = fs.readFileSync(path.join(mnt, "usr/lib/modules/6.1.0-stratum/vmlinuz"));
+      assert.equal(objectIdOf(kernel), os.objects.vmlinuz61);
+    } finally {
+      const u = stratum(["--repo", repo, "unmount", mnt], { env });
+      assert.equal(u.status, 0, u.stderr.toString());
+    }
+  });
+});
 
 describe("kill -9", () => {
   test("during gc (v1 and v2 untagged): fsck clean after each kill, base intact, then gc completes exactly", async (t) => {

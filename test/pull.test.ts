@@ -507,6 +507,18 @@ describe("EROFS at pull time (issue 5)", () => {
     assert.ok(fs.existsSync(path.join(repo, "images", full.erofs)));
   });
 
+  test("--bootable on an image without /usr, /boot, /sysroot: a clear error naming the image, nothing tagged, fsck clean", (t) => {
+    if (skipUnlessReady(t)) return;
+    const im = images as TestImages;
+    const repo = newRepo();
+    const r = stratum(["--repo", repo, "pull", "-q", "--bootable", im.ref("multi"), "m"]);
+    assert.equal(r.status, 7, r.stderr.toString()); // E_BAD_INPUT
+    // The fixture has no /usr either; /usr, /boot and /sysroot are all required.
+    assert.match(r.stderr.toString(), /^stratum: error: oci:.*:multi: not a bootable image: no \/usr\n$/);
+    assert.equal(stratum(["--repo", repo, "images", "--json"]).stdout.toString().trim(), "[]");
+    fsckClean(repo);
+  });
+
   test("fsck checks the EROFS a config links: it must parse and use only objects that exist", async (t) => {
     if (skipUnlessReady(t)) return;
     const im = images as TestImages;

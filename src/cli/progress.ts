@@ -68,7 +68,9 @@ export class PullProgress {
         break;
       }
       case "image":
-        this.line(`composefs image ${e.erofs.slice(0, 12)}: ${e.built ? "written" : "already present"}`);
+        this.line(
+          `composefs ${e.boot ? "boot image" : "image"} ${e.erofs.slice(0, 12)}: ${e.built ? "written" : "already present"}`,
+        );
         break;
       case "committed":
         this.finish();

@@ -156,7 +156,8 @@ export const BOOT_EROFS_REF = "composefs.image.boot.v1";
 /**
  * Write the config and manifest streams of a pulled image whose layers are all stored; returns the manifest
  * stream's object ID. The config stream carries a named ref to every layer stream and, when `erofs` is given,
- * `composefs.image.v1` → that EROFS image; other named refs of an existing config stream (boot images) are kept.
+ * `composefs.image.v1` → that EROFS image (and `bootErofs` as `composefs.image.boot.v1`); other named refs of an
+ * existing config stream (a boot image a later pull without --bootable does not rebuild) are kept.
  * The config stream is rewritten only when its refs change, and the manifest stream (its `config:` ref) whenever
  * the config stream did — the rewrite cascade; the JSON bytes, and so both digests, never change.
  */
@@ -169,6 +170,7 @@ export function writeImageStreams(
     configBytes: Buffer;
     diffIds: string[];
     erofs?: ObjectId;
+    bootErofs?: ObjectId;
   },
 ): ObjectId {
   const layerRefs: [string, ObjectId][] = [];
@@ -191,12 +193,16 @@ export function writeImageStreams(
       const refs = existing.namedRefs();
       for (const [name, id] of refs) if (!wanted.has(name) && !isLayerRef(name)) wanted.set(name, id);
       if (args.erofs !== undefined) wanted.set(EROFS_REF, args.erofs);
+      if (args.bootErofs !== undefined) wanted.set(BOOT_EROFS_REF, args.bootErofs);
       same = refs.size === wanted.size && [...wanted].every(([name, id]) => refs.get(name) === id);
     } finally {
       existing.close();
     }
     if (!same) configId = undefined;
-  } else if (args.erofs !== undefined) wanted.set(EROFS_REF, args.erofs);
+  } else {
+    if (args.erofs !== undefined) wanted.set(EROFS_REF, args.erofs);
+    if (args.bootErofs !== undefined) wanted.set(BOOT_EROFS_REF, args.bootErofs);
+  }
   if (configId === undefined)
     configId = writeJsonStream(repo, configName, ContentType.ociConfig, args.configBytes, [...wanted]);
 

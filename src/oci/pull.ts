@@ -12,7 +12,9 @@ import { StratumError } from "../errors.ts";
 import type { Repository } from "../repo/repository.ts";
 import type { BlobOptions, ImageSource } from "../transport/source.ts";
 import { buildImage, storeImage } from "../repo/images.ts";
+import { transformForBoot } from "./boot.ts";
 import {
+  BOOT_EROFS_REF,
   EROFS_REF,
   configStreamName,
   layerStreamName,
@@ -51,7 +53,7 @@ export type PullEvent =
   | { kind: "resolved"; manifestDigest: string; configDigest: string; layers: number }
   | { kind: "layer"; index: number; digest: string; diffId: string; size: number; state: LayerState }
   | { kind: "progress"; index: number; bytes: number; size: number }
-  | { kind: "image"; erofs: string; built: boolean }
+  | { kind: "image"; erofs: string; built: boolean; boot?: boolean }
   | { kind: "committed"; tag: string };
 
 export interface PullOptions {
@@ -69,6 +71,14 @@ export interface PullOptions {
    * the image unmountable until a later pull builds it; the benchmark uses it to measure the EROFS step.
    */
   erofs?: boolean;
+  /** Also build the boot variant (`composefs.image.boot.v1`; src/oci/boot.ts). */
+  bootable?: boolean;
+}
+
+/** The EROFS images a pull built (undefined: already stored, or not wanted). */
+interface BuiltImages {
+  image?: Buffer;
+  boot?: Buffer;
 }
 
 export interface PulledLayer {
@@ -97,6 +107,8 @@ export interface PullResult {
   downloaded: number;
   /** Object ID of the image's composefs EROFS (the config's `composefs.image.v1` ref); null when skipped. */
   erofs: string | null;
+  /** With `bootable`: the boot variant's EROFS (the config's `composefs.image.boot.v1` ref). */
+  bootErofs?: string | null;
 }
 
 /** What verifiedBlob found wrong, for whoever reads its errors second-hand; and who to tell when it ends. */
@@ -248,11 +260,15 @@ export async function pullImage(
   // layers' entries (read back from the stored splitstreams for layers this pull does not download). The build
   // starts as soon as the last downloaded layer is verified, so it runs while that layer's syncfs does (on a
   // worker thread) instead of after it.
-  const wantErofs = opts.erofs !== false;
-  let erofs = existingErofs(repo, configName);
-  let imageBuild: Promise<Buffer> | undefined;
+  // With --bootable, also the boot variant (src/oci/boot.ts), transformed from the same merged tree.
+  let erofs = opts.erofs === false ? null : existingErofs(repo, configName, EROFS_REF);
+  let bootErofs = opts.bootable ? existingErofs(repo, configName, BOOT_EROFS_REF) : null;
+  const needBuild = erofs === undefined || bootErofs === undefined;
+  const storedErofs = erofs ?? undefined;
+  const storedBoot = bootErofs ?? undefined;
+  let imageBuild: Promise<BuiltImages> | undefined;
   const startImageBuild = (): void => {
-    imageBuild = new Promise<Buffer>((resolve, reject) => {
+    imageBuild = new Promise<BuiltImages>((resolve, reject) => {
       setImmediate(() => {
         try {
           const tree = mergeLayers(
@@ -260,7 +276,18 @@ export async function pullImage(
             { keepUserXattrs: opts.keepUserXattrs },
           );
           layerEntries.clear();
-          resolve(buildImage(repo, tree));
+          const image = erofs === undefined ? buildImage(repo, tree) : undefined;
+          const boot =
+            bootErofs === undefined
+              ? buildImage(
+                  repo,
+                  transformForBoot(tree, {
+                    readFile: (id) => repo.objects.read(id),
+                    label: source.description,
+                  }),
+                )
+              : undefined;
+          resolve({ image, boot });
         } catch (err) {
           reject(err instanceof Error ? err : new Error(String(err)));
         }
@@ -299,7 +326,7 @@ export async function pullImage(
       const entries = new LayerEntryBuilder(label);
       const onVerified = (): void => {
         layerEntries.set(layer.diffId, entries.finish());
-        if (--unverified === 0 && erofs === undefined && wantErofs) startImageBuild();
+        if (--unverified === 0 && needBuild) startImageBuild();
       };
       const r = await ingestBlameBlob(blob, check, (input) =>
         ingestLayer(repo, input, {
@@ -320,11 +347,20 @@ export async function pullImage(
   }
   await runPool(tasks, opts.concurrency ?? source.concurrency);
 
-  if (erofs === undefined && wantErofs) {
+  if (needBuild) {
     if (imageBuild === undefined) startImageBuild(); // every layer was already stored
-    erofs = storeImage(repo, await (imageBuild as Promise<Buffer>)).id;
-    emit({ kind: "image", erofs, built: true });
-  } else if (erofs !== undefined) emit({ kind: "image", erofs, built: false });
+    const built = await (imageBuild as Promise<BuiltImages>);
+    if (built.image !== undefined) {
+      erofs = storeImage(repo, built.image).id;
+      emit({ kind: "image", erofs, built: true });
+    }
+    if (built.boot !== undefined) {
+      bootErofs = storeImage(repo, built.boot).id;
+      emit({ kind: "image", erofs: bootErofs, built: true, boot: true });
+    }
+  }
+  if (storedErofs !== undefined) emit({ kind: "image", erofs: storedErofs, built: false });
+  if (storedBoot !== undefined) emit({ kind: "image", erofs: storedBoot, built: false, boot: true });
   layerEntries.clear();
 
   // Config and manifest streams (the rewrite cascade), then the tag.
@@ -334,7 +370,8 @@ export async function pullImage(
     configDigest,
     configBytes,
     diffIds,
-    erofs,
+    erofs: erofs ?? undefined,
+    bootErofs: bootErofs ?? undefined,
   });
   if (opts.tag !== undefined) {
     tagImage(repo, opts.tag, sm.digest);
@@ -350,15 +387,16 @@ export async function pullImage(
     layers,
     downloaded,
     erofs: erofs ?? null,
+    ...(opts.bootable ? { bootErofs: bootErofs ?? null } : {}),
   };
 }
 
-/** The EROFS image an existing config stream links, when it links one that is stored. */
-function existingErofs(repo: Repository, configName: string): string | undefined {
+/** The EROFS image an existing config stream links under `ref`, when it links one that is stored. */
+function existingErofs(repo: Repository, configName: string, ref: string): string | undefined {
   if (!repo.hasStream(configName)) return undefined;
   const reader = repo.openStream(configName, ContentType.ociConfig);
   try {
-    const id = reader.namedRefs().get(EROFS_REF);
+    const id = reader.namedRefs().get(ref);
     return id !== undefined && repo.objects.has(id) ? id : undefined;
   } finally {
     reader.close();

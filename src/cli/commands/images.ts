@@ -3,7 +3,14 @@
 
 import type { Command } from "commander";
 import type { Repository } from "../../repo/repository.ts";
-import { EROFS_REF, listTags, readImage, resolveImage, type StoredImage } from "../../oci/image-store.ts";
+import {
+  BOOT_EROFS_REF,
+  EROFS_REF,
+  listTags,
+  readImage,
+  resolveImage,
+  type StoredImage,
+} from "../../oci/image-store.ts";
 import { withRepo } from "../context.ts";
 import { formatBytes, out } from "../output.ts";
 
@@ -12,8 +19,8 @@ function platformOf(img: StoredImage): string {
 }
 
 /** The image's composefs EROFS (the config's named ref), when it links one that is stored: what mount uses. */
-function erofsOf(repo: Repository, img: StoredImage): string | null {
-  const id = img.configRefs.get(EROFS_REF);
+function erofsOf(repo: Repository, img: StoredImage, ref: string = EROFS_REF): string | null {
+  const id = img.configRefs.get(ref);
   return id !== undefined && repo.objects.has(id) ? id : null;
 }
 
@@ -93,6 +100,7 @@ export function register(program: Command): void {
                 configDigest: img.configDigest,
                 platform: platformOf(img),
                 erofs: erofsOf(repo, img),
+                bootErofs: erofsOf(repo, img, BOOT_EROFS_REF),
                 layers,
                 manifest: JSON.parse(img.manifestBytes.toString("utf8")) as unknown,
                 config: JSON.parse(img.configBytes.toString("utf8")) as unknown,
@@ -108,6 +116,8 @@ export function register(program: Command): void {
         out(`Platform:  ${platformOf(img)}`);
         const erofs = erofsOf(repo, img);
         out(`EROFS:     ${erofs ?? "none (pull the image again to build it)"}`);
+        const boot = erofsOf(repo, img, BOOT_EROFS_REF);
+        if (boot !== null) out(`Boot EROFS: ${boot}`);
         if (img.config.created) out(`Created:   ${img.config.created}`);
         const c = img.config.config;
         if (c.entrypoint) out(`Entrypoint: ${JSON.stringify(c.entrypoint)}`);

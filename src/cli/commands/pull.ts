@@ -22,6 +22,7 @@ interface Options {
   tmpdir?: string;
   keepUserXattrs?: boolean;
   skipErofs?: boolean;
+  bootable?: boolean;
 }
 
 function concurrency(text: string | undefined): number | undefined {
@@ -61,6 +62,10 @@ export function register(program: Command): void {
       "--keep-user-xattrs",
       "keep user.* xattrs in the image's composefs tree (security.capability is always kept)",
     )
+    .option(
+      "--bootable",
+      "also build the boot variant of the composefs image (/boot and /sysroot emptied, SELinux labels)",
+    )
     .option("--tmpdir <dir>", "where daemon sources spool the `save` archive (default: $TMPDIR)")
     // For `npm run bench` (the EROFS step's share of a pull): the image is left unmountable.
     .addOption(new Option("--skip-erofs", "store the layers only; no composefs image").hideHelp())
@@ -84,6 +89,7 @@ export function register(program: Command): void {
             onEvent: progress.onEvent,
             keepUserXattrs: opts.keepUserXattrs,
             erofs: !opts.skipErofs,
+            bootable: opts.bootable,
           });
           progress.finish();
           if (opts.json) {
