@@ -1,6 +1,6 @@
 // Issue 5, "Proof": for every good fixture image (test/helpers/images.ts buildImages: every tag of its layout) and
 // for the realistic Debian image, `stratum pull` writes an EROFS that
-// 1. mounted (src/mount/composefs.ts: EROFS + overlayfs with the repository's objects as the data-only layer)
+// 1. mounted with `stratum mount` (EROFS + overlayfs with the repository's objects as the data-only layer)
 //    shows exactly the tree `umoci unpack` makes of the same image, once the documented composefs OCI transform
 //    (docs/image-tree.md: root metadata from /usr, /run emptied, xattrs filtered) is applied to umoci's side:
 //    paths, types, modes, owners, link counts, mtimes, sizes, contents (sha256), symlink targets, device
@@ -23,7 +23,6 @@ import * as path from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
 import { writeDumpfile } from "../src/format/dumpfile.ts";
 import { objectRelPath } from "../src/format/object-id.ts";
-import { mountComposefs, unmountComposefs } from "../src/mount/composefs.ts";
 import { readLayerEntries } from "../src/oci/layer-tree.ts";
 import { mergeLayers } from "../src/oci/merge.ts";
 import { imageFormatVersion } from "../src/repo/images.ts";
@@ -281,10 +280,13 @@ async function prove(
       );
     const theirs: ScannedTree = composefsTransform(raw, { keepUserXattrs });
 
-    mountComposefs(image, path.join(repo, "objects"), mnt);
+    const mountEnv = { ...process.env, STRATUM_RUNTIME_DIR: path.join(work, "runtime") };
+    const m = stratum(["--repo", repo, "mount", "proof", mnt], { env: mountEnv });
+    assert.equal(m.status, 0, m.stderr);
     mounted = true;
     const ours = scanTree(mnt);
-    unmountComposefs(mnt);
+    const u = stratum(["--repo", repo, "unmount", mnt], { env: mountEnv });
+    assert.equal(u.status, 0, u.stderr);
     mounted = false;
     phase("mount+scan+unmount");
 
@@ -302,7 +304,7 @@ async function prove(
       `umoci's tree had ${raw.nodes.size - theirs.nodes.size} entries under /run; seconds: ${times.join(", ")}`,
     );
   } finally {
-    if (mounted) unmountComposefs(mnt);
+    if (mounted) spawnSync("umount", [mnt]);
     removeDir(work);
   }
 }
