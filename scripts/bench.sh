@@ -545,8 +545,8 @@ if stage pull; then
     "The stratum pull runs above against the same pull with --skip-erofs (layers, config and manifest only), each into an empty repository. Wall-time ratio minus one is the time the EROFS step adds." \
     >>"$GROUPS_TSV"
   printf '%s\t%s\t%s\t%s\t%s\n' mount \
-    "mount: the pulled image, read-only ($MOUNT_REPS mounts per run)" 0 "$pull_entries" \
-    "stratum mount: EROFS (file-backed) + overlayfs with the objects as a data-only layer, mount record written. podman image mount: the overlay of its layer directories. Each followed by its unmount (not timed). Throughput columns do not apply." \
+    "mount: the pulled image ($pull_entries entries), read-only, $MOUNT_REPS mounts per run" 0 0 \
+    "stratum mount: EROFS (file-backed) + overlayfs with the objects as a data-only layer, mount record written. podman image mount: the overlay of its layer directories. Each followed by its unmount (not timed). Throughput columns do not apply; the wall times are the figures." \
     >>"$GROUPS_TSV"
   printf '%s\t%s\t%s\t%s\t%s\n' pull-mount \
     "pull start to a mounted image" "$pull_compressed" "$pull_entries" \
