@@ -96,7 +96,7 @@ function lookup(root: Directory, path: ByteString): Inode | undefined {
   return lookupDir(root, parent)?.get(name);
 }
 
-function leafContent(e: LayerEntry, where: string): LeafContent {
+function leafContent(e: LayerEntry, where: (e: LayerEntry) => string): LeafContent {
   switch (e.type) {
     case "reg": {
       const size = e.size ?? 0;
@@ -104,7 +104,7 @@ function leafContent(e: LayerEntry, where: string): LeafContent {
         return { type: "reg", size, digest: e.objectId, payload: objectRelPath(e.objectId) };
       if (size === 0) return { type: "reg", size: 0 };
       if (size > INLINE_CONTENT_MAX || e.inline?.length !== size)
-        throw new StratumError("E_CORRUPT", `${where}: regular file of ${size} bytes without its content`);
+        throw new StratumError("E_CORRUPT", `${where(e)}: regular file of ${size} bytes without its content`);
       return { type: "reg", size, inline: e.inline };
     }
     case "symlink":
@@ -125,8 +125,8 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
   const keepUser = opts.keepUserXattrs ?? false;
   const root = new Directory(newStat({ mode: 0o755 }));
 
-  /** The parent directory of an entry, creating missing ones. */
-  const parentDir = (parent: ByteString, where: string): Directory => {
+  /** The parent directory of an entry, creating missing ones (`where` names the entry, for errors only). */
+  const parentDir = (parent: ByteString, where: () => string): Directory => {
     let cur = root;
     if (parent === "") return cur;
     for (const c of parent.split("/")) {
@@ -140,9 +140,12 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
         if (next.content.type === "symlink")
           throw new StratumError(
             "E_UNSAFE_PATH",
-            `${where}: its parent ${JSON.stringify(c)} is a symbolic link, which is not followed`,
+            `${where()}: its parent ${JSON.stringify(c)} is a symbolic link, which is not followed`,
           );
-        throw new StratumError("E_BAD_INPUT", `${where}: its parent ${JSON.stringify(c)} is not a directory`);
+        throw new StratumError(
+          "E_BAD_INPUT",
+          `${where()}: its parent ${JSON.stringify(c)} is not a directory`,
+        );
       }
       cur = next;
     }
@@ -161,7 +164,10 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
       else if (!name.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX) && name.length > WHITEOUT_PREFIX.length)
         dir.entries.delete(name.slice(WHITEOUT_PREFIX.length));
     }
-    // 2. Everything else, in order.
+    // 2. Everything else, in order. Entries come grouped by directory, so the last parent is remembered; it is
+    // forgotten whenever a directory object leaves the tree (replaced by a file, a link or a new directory).
+    let lastParent: ByteString | null = null;
+    let lastDir = root;
     for (const e of entries) {
       if (e.path === "") {
         if (e.type !== "dir") throw new StratumError("E_BAD_INPUT", `${at(e)}: the root is not a directory`);
@@ -170,7 +176,11 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
       }
       const { parent, name } = splitPath(e.path);
       if (name.startsWith(WHITEOUT_PREFIX)) continue;
-      const dir = parentDir(parent, at(e));
+      if (parent !== lastParent) {
+        lastDir = parentDir(parent, () => at(e));
+        lastParent = parent;
+      }
+      const dir = lastDir;
       const existing = dir.get(name);
       let inode: Inode;
       if (e.type === "dir") {
@@ -193,8 +203,9 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
           );
         inode = target;
       } else {
-        inode = new Leaf(statOf(e), leafContent(e, at(e)));
+        inode = new Leaf(statOf(e), leafContent(e, at));
       }
+      if (existing !== undefined && isDirectory(existing)) lastParent = null;
       dir.entries.set(name, inode);
     }
   }
@@ -219,8 +230,9 @@ export function mergeLayers(layers: LayerEntry[][], opts: MergeOptions = {}): Fi
       links.set(inode, (n ?? 0) + 1);
       if (n !== undefined) continue;
     }
-    for (const key of [...inode.stat.xattrs.keys()])
-      if (!keepXattr(key, keepUser)) inode.stat.xattrs.delete(key);
+    if (inode.stat.xattrs.size > 0)
+      for (const key of [...inode.stat.xattrs.keys()])
+        if (!keepXattr(key, keepUser)) inode.stat.xattrs.delete(key);
   }
   for (const [leaf, n] of links) leaf.nlink = n;
   return fs;
