@@ -23,7 +23,7 @@ export { StreamReader, StreamWriter } from "./repo/streams.ts";
 export { gc, reachableObjects, type GcOptions, type GcResult } from "./repo/gc.ts";
 export { fsck, type FsckReport, type FsckProblem } from "./repo/fsck.ts";
 export { ingestLayer, detectCompression, type LayerIngestResult } from "./oci/layer-ingest.ts";
-export { layerStreamName } from "./oci/image-store.ts";
+export { layerStreamName } from "./oci/image-refs.ts";
 export { transformForBoot, type BootTransformOptions } from "./oci/boot.ts";
 export { digestFile, digestFd } from "./repo/file-digest.ts";
 export { buildImage, storeImage, commitImage, imageObjectIds, imageFormatVersion } from "./repo/images.ts";

@@ -21,7 +21,7 @@ import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { StratumError, ioError, isErrno } from "../errors.ts";
 import { objectRelPath, type ObjectId } from "../format/object-id.ts";
-import { BOOT_EROFS_REF, EROFS_REF, imageConfigRefs, resolveImage } from "../oci/image-store.ts";
+import { BOOT_EROFS_REF, EROFS_REF, imageConfigRefs, resolveImage } from "../oci/image-refs.ts";
 import type { Repository } from "../repo/repository.ts";
 import { MNT_DETACH, MS_RDONLY, fsverityMeasure, mount, umount2 } from "../sys/native.ts";
 import { layerPath } from "./composefs.ts";

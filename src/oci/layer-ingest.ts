@@ -13,7 +13,7 @@ import type { ObjectId } from "../format/object-id.ts";
 import { ContentType } from "../format/splitstream.ts";
 import { TarFormatError, TarSplitter, type TarEvent } from "../format/tar.ts";
 import { ZstdDecoder } from "../format/zstd.ts";
-import { layerStreamName } from "./image-store.ts";
+import { layerStreamName } from "./image-refs.ts";
 import type { ObjectWriter } from "../repo/objects.ts";
 import type { Repository } from "../repo/repository.ts";
 import type { LayerEntryBuilder } from "./layer-tree.ts";

@@ -27,7 +27,7 @@ import {
 } from "../format/tar.ts";
 import type { Repository } from "../repo/repository.ts";
 import { byteString, type ByteString } from "../tree/tree.ts";
-import { layerStreamName } from "./image-store.ts";
+import { layerStreamName } from "./image-refs.ts";
 
 export type LayerEntryType = "dir" | "reg" | "symlink" | "hardlink" | "chr" | "blk" | "fifo";
 

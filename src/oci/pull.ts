@@ -13,16 +13,8 @@ import type { Repository } from "../repo/repository.ts";
 import type { BlobOptions, ImageSource } from "../transport/source.ts";
 import { buildImage, storeImage } from "../repo/images.ts";
 import { transformForBoot } from "./boot.ts";
-import {
-  BOOT_EROFS_REF,
-  EROFS_REF,
-  configStreamName,
-  layerStreamName,
-  readJsonStream,
-  sha256Digest,
-  tagImage,
-  writeImageStreams,
-} from "./image-store.ts";
+import { readJsonStream, sha256Digest, writeImageStreams } from "./image-store.ts";
+import { BOOT_EROFS_REF, EROFS_REF, configStreamName, layerStreamName, tagImage } from "./image-refs.ts";
 import { LayerEntryBuilder, readLayerEntries, type LayerEntry } from "./layer-tree.ts";
 import { mergeLayers } from "./merge.ts";
 import { ingestLayer } from "./layer-ingest.ts";

@@ -3,14 +3,8 @@
 
 import type { Command } from "commander";
 import type { Repository } from "../../repo/repository.ts";
-import {
-  BOOT_EROFS_REF,
-  EROFS_REF,
-  listTags,
-  readImage,
-  resolveImage,
-  type StoredImage,
-} from "../../oci/image-store.ts";
+import { readImage, type StoredImage } from "../../oci/image-store.ts";
+import { BOOT_EROFS_REF, EROFS_REF, listTags, resolveImage } from "../../oci/image-refs.ts";
 import { withRepo } from "../context.ts";
 import { formatBytes, out } from "../output.ts";
 

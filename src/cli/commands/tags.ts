@@ -2,7 +2,7 @@
 // streams/refs/oci/; removing one leaves the data for the next gc to collect when nothing else reaches it.
 
 import type { Command } from "commander";
-import { resolveImage, tagImage, untagImage } from "../../oci/image-store.ts";
+import { resolveImage, tagImage, untagImage } from "../../oci/image-refs.ts";
 import { withRepo } from "../context.ts";
 import { out } from "../output.ts";
 
