@@ -15,6 +15,7 @@
 #include <linux/fsverity.h>
 #include <math.h>
 #include <node_api.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_DIGEST 64
@@ -153,26 +155,34 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* syncfsAsync(fd): syncfs on a libuv worker thread; returns a promise, so the event loop runs meanwhile. */
+/*
+ * syncfsAsync(fd): syncfs on a libuv worker thread; returns a promise, so the event loop runs meanwhile. It
+ * resolves to the CLOCK_MONOTONIC time (ns, a bigint on process.hrtime.bigint()'s clock) at which syncfs returned,
+ * which can be well before the promise settles when the main thread is busy.
+ */
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
   int err;
+  uint64_t done_ns;
 } syncfs_job;
 
 static void syncfs_execute(napi_env env, void *data) {
   (void)env;
   syncfs_job *job = data;
   job->err = syncfs(job->fd) < 0 ? errno : 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  job->done_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void syncfs_complete(napi_env env, napi_status status, void *data) {
   syncfs_job *job = data;
   if (status == napi_ok && job->err == 0) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, job->deferred, undefined);
+    napi_value done;
+    napi_create_bigint_uint64(env, job->done_ns, &done);
+    napi_resolve_deferred(env, job->deferred, done);
   } else {
     napi_reject_deferred(env, job->deferred, errno_error(env, job->err ? job->err : ECANCELED, "syncfs"));
   }

@@ -482,6 +482,7 @@ if stage pull; then
   # Warm the registry's blobs into the page cache once, for every tool alike.
   cat "$REG"/data/docker/registry/v2/blobs/sha256/*/*/data >/dev/null
   mkdir -p "$MNT/mnt"
+  erofs_shares=()
   podman_=(podman --root "$MNT/podman/root" --runroot "$MNT/podman/run" --storage-driver overlay)
   for run in $(seq 1 "$RUNS"); do
     repo=$MNT/repo
@@ -491,6 +492,9 @@ if stage pull; then
     got=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).layers.map((l) => l.diffId).join(","))' "$WORK/out")
     [ "$got" = "$pull_diffids" ] || die "stratum pull stored diff_ids $got, the image has $pull_diffids"
     copy_last_run pull-erofs "stratum pull" ours
+    # The pull's own account of the EROFS step (docs/pull.md "Timings"): time added after the last layer was
+    # durable, as a share of the pull.
+    erofs_shares+=("$(node -e 'const t = JSON.parse(require("fs").readFileSync(process.argv[1])).timings; console.log((t.erofsAdded / t.total).toFixed(4))' "$WORK/out")")
     pull_row=$(last_run)
     # Mount (issue 5): the image just pulled, several times; the first mount also completes "pull to mounted".
     for m in $(seq 1 "$MOUNT_REPS"); do
@@ -557,7 +561,8 @@ fi
 # --- report -------------------------------------------------------------------------------------------------
 node "$APP/dist/bench/report.js" "$RUNS_TSV" "$GROUPS_TSV" "$RESULTS/results.json" \
   "fs=journaled ext4 (mkfs.ext4 defaults, no fs-verity feature) on a loop-mounted sparse image of $IMAGE_SIZE" \
-  "runs=$RUNS" "minbase=$(basename "${MINBASE:-none}")" >"$RESULTS/report.md"
+  "runs=$RUNS" "minbase=$(basename "${MINBASE:-none}")" \
+  ${erofs_shares+"erofsShares=$(IFS=,; echo "${erofs_shares[*]}")"} >"$RESULTS/report.md"
 echo
 cat "$RESULTS/report.md"
 echo

@@ -140,14 +140,24 @@ test("syncfs on a directory fd succeeds; a bad fd throws EBADF", (t) => {
   );
 });
 
-test("syncfsAsync returns a promise that resolves after the flush; a bad fd rejects with EBADF", async (t) => {
+test("syncfsAsync returns a promise that resolves to when the flush ended (its own thread's clock); a bad fd rejects with EBADF", async (t) => {
   const dir = tempDir(t);
   const fd = openFd(t, dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   // Dirty data for the flush to write, so it takes a moment.
   fs.writeFileSync(path.join(dir, "data"), Buffer.alloc(32 << 20, 1));
+  const before = process.hrtime.bigint();
   const pending = syncfsAsync(fd);
   assert.ok(pending instanceof Promise, "returns at once, with a promise");
-  assert.equal(await pending, undefined);
+  // Blocking this thread for a while: the time syncfs returned is taken on its own thread, not when the
+  // promise settles here.
+  const busyUntil = Date.now() + 300;
+  while (Date.now() < busyUntil);
+  const blockedUntil = process.hrtime.bigint();
+  const doneAt = await pending;
+  const settledAt = process.hrtime.bigint();
+  assert.equal(typeof doneAt, "bigint");
+  assert.ok(doneAt > before && doneAt < settledAt, "on process.hrtime.bigint()'s clock, during the call");
+  if (doneAt >= blockedUntil) t.diagnostic("the flush outlasted 300 ms of busy main thread");
   let rejected: unknown;
   try {
     await syncfsAsync(1_000_000_000);

@@ -503,6 +503,13 @@ describe("EROFS at pull time (issue 5)", () => {
     fsckClean(repo);
     const full = pull(repo, [im.ref("multi"), "m"]);
     assert.equal(full.downloaded, 0);
+    // Timings: nothing downloaded, so the whole build is what the EROFS step added; a pull with nothing to do
+    // builds nothing.
+    assert.ok(full.timings.erofsBuild > 0 && full.timings.erofsAdded >= full.timings.erofsBuild);
+    assert.ok(full.timings.erofsAdded <= full.timings.total);
+    const noop = pull(repo, [im.ref("multi"), "m"]);
+    assert.deepEqual([noop.timings.erofsBuild, noop.timings.erofsAdded], [0, 0]);
+    assert.ok(noop.timings.total > 0);
     assert.equal(await configErofsRef(repo, full.configDigest), full.erofs);
     assert.ok(fs.existsSync(path.join(repo, "images", full.erofs)));
   });

@@ -66,6 +66,8 @@ export interface LayerIngestResult {
   stored: boolean;
   /** Zero bytes appended to restore a zstd:chunked layer's original tar (0 normally). */
   restoredZeros: number;
+  /** When the stored layer became durable (process.hrtime.bigint()); absent when it was already stored. */
+  durableAt?: bigint;
   tarSize: number;
   entries: number;
   externalObjects: number;
@@ -255,8 +257,17 @@ export async function ingestLayer(
     return { diffId, compression, streamName, streamId: existing, stored: false, restoredZeros, ...stats };
   }
   const written = stream.finish();
-  await repo.publishStreamAsync(streamName, written.id);
-  return { diffId, compression, streamName, streamId: written.id, stored: true, restoredZeros, ...stats };
+  const durableAt = await repo.publishStreamAsync(streamName, written.id);
+  return {
+    diffId,
+    compression,
+    streamName,
+    streamId: written.id,
+    stored: true,
+    restoredZeros,
+    durableAt,
+    ...stats,
+  };
 }
 
 /**

@@ -218,13 +218,14 @@ export class Repository {
 
   /**
    * publishStream, with the syncfs on a worker thread: other work of this process (the other layers of a pull)
-   * goes on while the filesystem flushes.
+   * goes on while the filesystem flushes. Resolves to the moment the data was durable (process.hrtime.bigint()).
    */
-  async publishStreamAsync(name: string, id: ObjectId): Promise<void> {
+  async publishStreamAsync(name: string, id: ObjectId): Promise<bigint> {
     this.checkWritable();
     checkStreamName(name);
-    await syncfsAsync(this.dirFd);
+    const durableAt = await syncfsAsync(this.dirFd);
     replaceSymlink(this.root, `streams/${name}`, `../objects/${objectRelPath(id)}`);
+    return durableAt;
   }
 
   /** The object ID behind `streams/<name>`, or undefined when there is no such stream. */

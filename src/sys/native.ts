@@ -40,7 +40,7 @@ export const O_TMPFILE: number = 0o20000000 | constants.O_DIRECTORY;
 interface Addon {
   flock(fd: number, op: FlockOp, nonblock: boolean): boolean;
   syncfs(fd: number): void;
-  syncfsAsync(fd: number): Promise<void>;
+  syncfsAsync(fd: number): Promise<bigint>;
   fsverityEnable(fd: number, hashAlgorithm: FsverityHashAlgorithm): void;
   fsverityMeasure(fd: number): FsverityMeasurement;
   linkFd(fd: number, newPath: string): void;
@@ -91,9 +91,11 @@ export function syncfs(fd: number): void {
 
 /**
  * syncfs(2) on a libuv worker thread: the event loop (other layers of a pull) keeps running while the
- * filesystem flushes. The fd must stay open until the promise settles.
+ * filesystem flushes. The fd must stay open until the promise settles. Resolves to the moment syncfs returned,
+ * on process.hrtime.bigint()'s clock (CLOCK_MONOTONIC), taken on the worker thread: the promise itself may
+ * settle later when this thread is busy.
  */
-export function syncfsAsync(fd: number): Promise<void> {
+export function syncfsAsync(fd: number): Promise<bigint> {
   return addon().syncfsAsync(fd);
 }
 
