@@ -66,8 +66,11 @@ export interface LayerIngestResult {
   stored: boolean;
   /** Zero bytes appended to restore a zstd:chunked layer's original tar (0 normally). */
   restoredZeros: number;
-  /** When the stored layer became durable (process.hrtime.bigint()); absent when it was already stored. */
-  durableAt?: bigint;
+  /**
+   * When the stored layer became durable: milliseconds on process.hrtime's clock (hrtime.bigint() / 1e6);
+   * absent when it was already stored.
+   */
+  durableAtMs?: number;
   tarSize: number;
   entries: number;
   externalObjects: number;
@@ -257,7 +260,7 @@ export async function ingestLayer(
     return { diffId, compression, streamName, streamId: existing, stored: false, restoredZeros, ...stats };
   }
   const written = stream.finish();
-  const durableAt = await repo.publishStreamAsync(streamName, written.id);
+  const durableAtMs = Number(await repo.publishStreamAsync(streamName, written.id)) / 1e6;
   return {
     diffId,
     compression,
@@ -265,7 +268,7 @@ export async function ingestLayer(
     streamId: written.id,
     stored: true,
     restoredZeros,
-    durableAt,
+    durableAtMs,
     ...stats,
   };
 }

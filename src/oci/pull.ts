@@ -229,7 +229,7 @@ export async function pullImage(
   opts: PullOptions = {},
 ): Promise<PullResult> {
   repo.checkWritable();
-  const startedAt = process.hrtime.bigint();
+  const startedAt = nowMs();
   const emit = opts.onEvent ?? (() => {});
   const platform = opts.platform ?? hostPlatform();
   const sm = await source.manifest(platform);
@@ -274,13 +274,13 @@ export async function pullImage(
   const storedErofs = erofs ?? undefined;
   const storedBoot = bootErofs ?? undefined;
   let imageBuild: Promise<BuiltImages> | undefined;
-  let buildStart = 0n;
-  let buildEnd = 0n;
-  let layersDurableAt: bigint | undefined;
+  let buildStart = 0;
+  let buildEnd = 0;
+  let layersDurableAt: number | undefined;
   const startImageBuild = (): void => {
     imageBuild = new Promise<BuiltImages>((resolve, reject) => {
       setImmediate(() => {
-        buildStart = process.hrtime.bigint();
+        buildStart = nowMs();
         try {
           const tree = mergeLayers(
             diffIds.map((d) => layerEntries.get(d) ?? readLayerEntries(repo, d)),
@@ -298,7 +298,7 @@ export async function pullImage(
                   }),
                 )
               : undefined;
-          buildEnd = process.hrtime.bigint();
+          buildEnd = nowMs();
           resolve({ image, boot });
         } catch (err) {
           reject(err instanceof Error ? err : new Error(String(err)));
@@ -351,8 +351,8 @@ export async function pullImage(
           confinePaths: true,
         }),
       );
-      if (r.durableAt !== undefined && (layersDurableAt === undefined || r.durableAt > layersDurableAt))
-        layersDurableAt = r.durableAt;
+      if (r.durableAtMs !== undefined && (layersDurableAt === undefined || r.durableAtMs > layersDurableAt))
+        layersDurableAt = r.durableAtMs;
       layer.tarSize = r.tarSize;
       layer.newObjects = r.newObjects;
       layer.restoredZeros = r.restoredZeros;
@@ -373,7 +373,7 @@ export async function pullImage(
       emit({ kind: "image", erofs: bootErofs, built: true, boot: true });
     }
   }
-  const imagesStoredAt = process.hrtime.bigint();
+  const imagesStoredAt = nowMs();
   if (storedErofs !== undefined) emit({ kind: "image", erofs: storedErofs, built: false });
   if (storedBoot !== undefined) emit({ kind: "image", erofs: storedBoot, built: false, boot: true });
   layerEntries.clear();
@@ -404,7 +404,7 @@ export async function pullImage(
     erofs: erofs ?? null,
     ...(opts.bootable ? { bootErofs: bootErofs ?? null } : {}),
     timings: {
-      total: ms(process.hrtime.bigint() - startedAt),
+      total: ms(nowMs() - startedAt),
       erofsBuild: ms(buildEnd - buildStart),
       erofsAdded: !needBuild
         ? 0
@@ -416,9 +416,14 @@ export async function pullImage(
   };
 }
 
-/** Nanoseconds to milliseconds, 0.1 ms resolution, never negative. */
-function ms(ns: bigint): number {
-  return ns > 0n ? Number(ns / 100000n) / 10 : 0;
+/** Now, in milliseconds on process.hrtime's clock (the clock syncfsAsync reports on). */
+function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/** A duration rounded to 0.1 ms, never negative. */
+function ms(d: number): number {
+  return d > 0 ? Math.round(d * 10) / 10 : 0;
 }
 
 /** The EROFS image an existing config stream links under `ref`, when it links one that is stored. */
