@@ -129,6 +129,13 @@ function umociRootfs(layout: string, tag: string, work: string): string {
   return path.join(bundle, "rootfs");
 }
 
+/** `stratum mkcomposefs --from-file DUMP OUT` in exactly format `version`; must succeed. */
+function mkcomposefsFromFile(dump: string, out: string, version: number): void {
+  const v = String(version);
+  const r = stratum(["mkcomposefs", "--from-file", "--min-version", v, "--max-version", v, dump, out]);
+  assert.equal(r.status, 0, r.stderr);
+}
+
 /** Whether some layer tar of `layout:tag` has an entry for the root itself (`./`), as GNU tar lists it. */
 function hasRootEntry(layout: string, tag: string): boolean {
   return readImage(layout, tag).layers.some((l) => {
@@ -221,17 +228,7 @@ async function prove(
     const dumpFile = path.join(work, "image.dump");
     fs.writeFileSync(dumpFile, dump);
     const rebuilt = path.join(work, "rebuilt.erofs");
-    const mk = stratum([
-      "mkcomposefs",
-      "--from-file",
-      "--min-version",
-      String(version),
-      "--max-version",
-      String(version),
-      dumpFile,
-      rebuilt,
-    ]);
-    assert.equal(mk.status, 0, mk.stderr);
+    mkcomposefsFromFile(dumpFile, rebuilt, version);
     const rebuiltBytes = fs.readFileSync(rebuilt);
     assert.equal(rebuiltBytes.length, imageBytes.length, "mkcomposefs image size");
     assert.ok(rebuiltBytes.equals(imageBytes), "mkcomposefs from the dumpfile writes the pulled EROFS");
@@ -242,17 +239,7 @@ async function prove(
     const infoFile = path.join(work, "info.dump");
     fs.writeFileSync(infoFile, info.stdout);
     const again = path.join(work, "again.erofs");
-    const mk2 = stratum([
-      "mkcomposefs",
-      "--from-file",
-      "--min-version",
-      String(version),
-      "--max-version",
-      String(version),
-      infoFile,
-      again,
-    ]);
-    assert.equal(mk2.status, 0, mk2.stderr);
+    mkcomposefsFromFile(infoFile, again, version);
     assert.ok(
       fs.readFileSync(again).equals(imageBytes),
       "mkcomposefs from composefs-info dump writes the pulled EROFS",

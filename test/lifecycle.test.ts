@@ -22,6 +22,7 @@ import { after, before, describe, test } from "node:test";
 import { objectIdFromPath, objectRelPath, SHA256 } from "../src/format/object-id.ts";
 import { ContentType } from "../src/format/splitstream.ts";
 import { fsck } from "../src/repo/fsck.ts";
+import type { GcResult } from "../src/repo/gc.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { STRATUM_BIN, stratum } from "./helpers/cli.ts";
 import { buildOsImages, objectIdOf, type BuiltImage, type OsImages } from "./helpers/dump-layers.ts";
@@ -81,18 +82,9 @@ function pull(repo: string, img: BuiltImage): PullReport {
   ) as PullReport;
 }
 
-interface GcReport {
-  objectsRemoved: number;
-  bytesRemoved: number;
-  objectsKept: number;
-  streamsPruned: string[];
-  imagesPruned: string[];
-  refsPruned: string[];
-  tempFilesRemoved: string[];
-}
-
-function gc(repo: string, dryRun = false): GcReport {
-  return JSON.parse(ok(repo, ["gc", "--json", ...(dryRun ? ["--dry-run"] : [])]).toString()) as GcReport;
+/** What `stratum gc --json` prints. */
+function gc(repo: string, dryRun = false): GcResult {
+  return JSON.parse(ok(repo, ["gc", "--json", ...(dryRun ? ["--dry-run"] : [])]).toString()) as GcResult;
 }
 
 function fsckClean(repo: string, when = ""): void {
