@@ -268,8 +268,9 @@ export async function pullImage(
   // starts as soon as the last downloaded layer is verified, so it runs while that layer's syncfs does (on a
   // worker thread) instead of after it.
   // With --bootable, also the boot variant (src/oci/boot.ts), transformed from the same merged tree.
-  let erofs = opts.erofs === false ? null : existingErofs(repo, configName, EROFS_REF);
-  let bootErofs = opts.bootable ? existingErofs(repo, configName, BOOT_EROFS_REF) : null;
+  const linked = linkedErofs(repo, configName);
+  let erofs = opts.erofs === false ? null : linked(EROFS_REF);
+  let bootErofs = opts.bootable ? linked(BOOT_EROFS_REF) : null;
   const needBuild = erofs === undefined || bootErofs === undefined;
   const storedErofs = erofs ?? undefined;
   const storedBoot = bootErofs ?? undefined;
@@ -426,14 +427,19 @@ function ms(d: number): number {
   return d > 0 ? Math.round(d * 10) / 10 : 0;
 }
 
-/** The EROFS image an existing config stream links under `ref`, when it links one that is stored. */
-function existingErofs(repo: Repository, configName: string, ref: string): string | undefined {
-  if (!repo.hasStream(configName)) return undefined;
-  const reader = repo.openStream(configName, ContentType.ociConfig);
-  try {
-    const id = reader.namedRefs().get(ref);
-    return id !== undefined && repo.objects.has(id) ? id : undefined;
-  } finally {
-    reader.close();
+/** The EROFS images an existing config stream links, by ref name: each when the config links one that is stored. */
+function linkedErofs(repo: Repository, configName: string): (ref: string) => string | undefined {
+  let refs = new Map<string, string>();
+  if (repo.hasStream(configName)) {
+    const reader = repo.openStream(configName, ContentType.ociConfig);
+    try {
+      refs = reader.namedRefs();
+    } finally {
+      reader.close();
+    }
   }
+  return (ref) => {
+    const id = refs.get(ref);
+    return id !== undefined && repo.objects.has(id) ? id : undefined;
+  };
 }
