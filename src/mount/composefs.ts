@@ -32,7 +32,7 @@ function run(cmd: string, args: string[], what: string): void {
 }
 
 /** Escape a path for an overlayfs layer option (`:` separates layers, `,` options, `\` escapes). */
-export function layerPath(p: string): string {
+function layerPath(p: string): string {
   return path.resolve(p).replace(/[\\:,]/g, (c) => `\\${c}`);
 }
 

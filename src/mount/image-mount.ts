@@ -24,7 +24,7 @@ import { objectRelPath, type ObjectId } from "../format/object-id.ts";
 import { BOOT_EROFS_REF, EROFS_REF, imageConfigRefs, resolveImage } from "../oci/image-refs.ts";
 import type { Repository } from "../repo/repository.ts";
 import { MNT_DETACH, MS_RDONLY, fsverityMeasure, mount, umount2 } from "../sys/native.ts";
-import { layerPath } from "./composefs.ts";
+import { overlayOptions } from "./composefs.ts";
 import { mountNamespace, readMountinfo, topMountAt, type MountInfo } from "./mountinfo.ts";
 import {
   cleanScratch,
@@ -34,6 +34,7 @@ import {
   processStart,
   recordFile,
   recordedMount,
+  removeAbandonedTemps,
   removeRecord,
   repositoryPath,
   requireRuntimeDir,
@@ -81,15 +82,12 @@ export interface OverlaySpec {
 
 /** The overlay option string of a composefs mount (read-only is the MS_RDONLY flag, not an option). */
 export function imageOverlayOptions(spec: OverlaySpec): string {
-  const o = [
-    `lowerdir=${layerPath(spec.erofsDir)}::${layerPath(spec.objectsDir)}`,
-    "metacopy=on",
-    "redirect_dir=on",
-  ];
-  if (spec.upperdir !== undefined && spec.workdir !== undefined)
-    o.push(`upperdir=${layerPath(spec.upperdir)}`, `workdir=${layerPath(spec.workdir)}`);
-  if (spec.verity) o.push("verity=require");
-  return o.join(",");
+  return overlayOptions(spec.erofsDir, spec.objectsDir, {
+    upperdir: spec.upperdir,
+    workdir: spec.workdir,
+    verity: spec.verity,
+    readOnly: false,
+  });
 }
 
 export interface MountSource {
@@ -272,6 +270,7 @@ export function mountImage(
       );
     if (!live && r.record.repository === repoPath) removeRecord(runtime, r, before);
   }
+  removeAbandonedTemps(runtime);
 
   const fd = openImage(repo, src.imageId);
   const token = newToken();
