@@ -18,7 +18,15 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import { objectRelPath } from "../src/format/object-id.ts";
 import { imageOverlayOptions, mountImage, unmountImage } from "../src/mount/image-mount.ts";
 import { parseMountinfo, readMountinfo, topMountAt } from "../src/mount/mountinfo.ts";
-import { isLive, listRecords, runtimeDir, type MountRecord } from "../src/mount/records.ts";
+import {
+  isLive,
+  listRecords,
+  processStart,
+  removeAbandonedTemps,
+  runtimeDir,
+  writeRecord,
+  type MountRecord,
+} from "../src/mount/records.ts";
 import { imageObjectIds } from "../src/repo/images.ts";
 import { Repository } from "../src/repo/repository.ts";
 import { MNT_DETACH, mount as sysMount, umount2 } from "../src/sys/native.ts";
@@ -644,6 +652,33 @@ describe("mount pieces without mounting", () => {
     const me = fs.readFileSync("/proc/self/stat", "utf8");
     const start = me.slice(me.lastIndexOf(")") + 2).split(" ")[19];
     assert.equal(isLive({ ...mounting, pid: process.pid, pidStart: start }, [], ns), true, "still mounting");
+  });
+
+  test("temporary record files: a killed writer's are removed, a running writer's are kept", () => {
+    const runtime = path.join(tmp, "temps-runtime");
+    const dir = path.join(runtime, "mounts");
+    fs.mkdirSync(dir, { recursive: true });
+    // A real write leaves no temporary file; its name pattern is what identifies a writer.
+    writeRecord(path.join(dir, "0123.json"), {
+      version: 1,
+      repository: "/r",
+      image: "ab",
+      mountpoint: "/m",
+      source: "composefs:ab",
+      state: "mounting",
+      namespace: "mnt:[1]",
+      pid: process.pid,
+      pidStart: processStart(process.pid) ?? "",
+      scratch: "/s",
+      transient: false,
+    });
+    assert.deepEqual(fs.readdirSync(dir), ["0123.json"]);
+    const mine = `.tmp-4567.json-${process.pid}-${processStart(process.pid)}-0a0b0c0d`;
+    const dead = `.tmp-89ab.json-${process.pid}-1-0a0b0c0d`; // same pid, another start time: gone
+    const foreign = ".tmp-something-else";
+    for (const n of [mine, dead, foreign]) fs.writeFileSync(path.join(dir, n), "{");
+    removeAbandonedTemps(runtime);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [mine, foreign, "0123.json"].sort());
   });
 
   test("the mount(2)/umount2(2) bindings check their arguments and report errno", (t) => {

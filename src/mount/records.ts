@@ -98,10 +98,17 @@ export function processStart(pid: number): string | null {
   return rest[19] ?? null;
 }
 
-/** Write `record` as `file`, atomically (a temporary file in the same directory, renamed over it). */
+/** Temporary record files name their writer (pid and start time), so abandoned ones can be told apart. */
+const TMP_RECORD = /^\.tmp-.*-(\d+)-(\d+)-[0-9a-f]+$/;
+
+/**
+ * Write `record` as `file`, atomically (a temporary file in the same directory, renamed over it). A writer killed
+ * in between leaves the temporary file, which removeAbandonedTemps clears once that process is gone.
+ */
 export function writeRecord(file: string, record: MountRecord): void {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.tmp-${path.basename(file)}-${randomBytes(4).toString("hex")}`);
+  const writer = `${process.pid}-${processStart(process.pid) ?? "0"}`;
+  const tmp = path.join(dir, `.tmp-${path.basename(file)}-${writer}-${randomBytes(4).toString("hex")}`);
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
     fs.writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644, flag: "wx" });
@@ -109,6 +116,23 @@ export function writeRecord(file: string, record: MountRecord): void {
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw ioError(err, `cannot write mount record ${file}`);
+  }
+}
+
+/** Remove temporary record files whose writer is no longer running (a write cut short by a kill). */
+export function removeAbandonedTemps(runtime: string): void {
+  const dir = recordsDir(runtime);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return;
+    throw ioError(err, `cannot list mount records in ${dir}`);
+  }
+  for (const name of names) {
+    const m = TMP_RECORD.exec(name);
+    if (m === null || processStart(Number(m[1])) === m[2]) continue;
+    fs.rmSync(path.join(dir, name), { force: true });
   }
 }
 
@@ -242,6 +266,7 @@ export interface LiveMountOptions {
 export function liveMountImages(repo: Repository, opts: LiveMountOptions = {}): ObjectId[] {
   const runtime = runtimeDir(opts.env);
   if (runtime === null) return [];
+  if (opts.removeStale) removeAbandonedTemps(runtime);
   const records = listRecords(runtime);
   if (records.length === 0) return [];
   const repoPath = repositoryPath(repo);
@@ -253,5 +278,6 @@ export function liveMountImages(repo: Repository, opts: LiveMountOptions = {}): 
     if (isLive(r.record, mounts, namespace)) images.add(r.record.image);
     else if (opts.removeStale) removeRecord(runtime, r, mounts);
   }
+
   return [...images].sort();
 }
